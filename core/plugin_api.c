@@ -1,0 +1,240 @@
+/* plugin_api.c - what a plugin registers (relay/plugin.h, relay/conf.h,
+ * relay/log.h): routes, authenticators, services, configuration keys,
+ * health hooks and counters.  Registration happens in init() on the control
+ * thread, before any worker runs, so these tables need no locks. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "config_file.h"
+#include "daemon.h"
+#include "http.h"
+#include "log.h"
+#include "router.h"
+#include "settings.h"
+
+RELAY_API const char *relay_plugin_name(relay_plugin *p) { return p ? p->name : "core"; }
+RELAY_API void relay_plugin_set_data(relay_plugin *p, void *data) { p->data = data; }
+RELAY_API void *relay_plugin_data(relay_plugin *p) { return p->data; }
+
+RELAY_API void relay_abi(unsigned *major, unsigned *minor)
+{
+        *major = RELAY_SDK_ABI_MAJOR;
+        *minor = RELAY_SDK_ABI_MINOR;
+}
+
+RELAY_API void relay_error_style(relay_plugin *p, relay_error_style_t style)
+{
+        p->error_style = style;
+}
+
+/* Routes may only be added while plugins initialise. */
+static int registering(relay_plugin *p, const char *what)
+{
+        if (relay_daemon.initialising == p || p == &relay_daemon.core)
+                return 0;
+        log_write(RELAY_LOG_ERROR, p->name, NULL, "%s may only be called from init()", what);
+        return RELAY_ERR;
+}
+
+static char route_error[512];
+
+RELAY_API int relay_route_ex(relay_plugin *p, const relay_route_opts *o)
+{
+        if (registering(p, "relay_route") != 0)
+                return RELAY_ERR;
+        if (!o || o->size < offsetof(relay_route_opts, data) || !o->method || !o->pattern || !o->handler) {
+                snprintf(route_error, sizeof(route_error), "plugin '%s': relay_route needs a method, pattern and handler",
+                         p->name);
+                return RELAY_ERR;
+        }
+        char pattern[1024];
+        snprintf(pattern, sizeof(pattern), "%s%s", p->mount ? p->mount : "", o->pattern);
+        route proto = {.method = (char *)o->method, .pattern = pattern, .handler = o->handler, .auth = o->auth,
+                       .role = (char *)o->role, .scope = (char *)o->scope, .plugin = p};
+        if (o->size >= offsetof(relay_route_opts, data) + sizeof(void *))
+                proto.data = o->data;
+        if (router_add(relay_daemon.router, &proto, route_error, sizeof(route_error)) != 0)
+                return RELAY_ERR;
+        return RELAY_OK;
+}
+
+RELAY_API int relay_route(relay_plugin *p, const char *method, const char *pattern, relay_handler handler,
+                          relay_auth auth)
+{
+        relay_route_opts o = {.size = sizeof(o), .method = method, .pattern = pattern, .handler = handler, .auth = auth};
+        return relay_route_ex(p, &o);
+}
+
+/* The last registration failure, for the loader's message. */
+const char *plugin_api_route_error(void);
+const char *plugin_api_route_error(void)
+{
+        return route_error;
+}
+
+void plugin_api_clear_error(void);
+void plugin_api_clear_error(void)
+{
+        route_error[0] = '\0';
+}
+
+RELAY_API int relay_authenticator(relay_plugin *p, const char *name, relay_authenticator_fn fn)
+{
+        if (registering(p, "relay_authenticator") != 0)
+                return RELAY_ERR;
+        authenticator *a = calloc(1, sizeof(*a));
+        if (!a || !(a->name = strdup(name))) {
+                free(a);
+                return RELAY_ERR;
+        }
+        a->fn = fn;
+        a->owner = p;
+        authenticator **tail = &relay_daemon.authenticators;
+        while (*tail)
+                tail = &(*tail)->next;
+        *tail = a;
+        return RELAY_OK;
+}
+
+RELAY_API int relay_service_provide(relay_plugin *p, const char *name, unsigned version, const void *api)
+{
+        if (registering(p, "relay_service_provide") != 0)
+                return RELAY_ERR;
+        for (service *s = relay_daemon.services; s; s = s->next)
+                if (strcmp(s->name, name) == 0) {
+                        log_write(RELAY_LOG_ERROR, p->name, NULL, "service '%s' is already provided by plugin '%s'",
+                                  name, s->owner->name);
+                        return RELAY_ERR;
+                }
+        service *s = calloc(1, sizeof(*s));
+        if (!s || !(s->name = strdup(name))) {
+                free(s);
+                return RELAY_ERR;
+        }
+        s->version = version;
+        s->api = api;
+        s->owner = p;
+        s->next = relay_daemon.services;
+        relay_daemon.services = s;
+        return RELAY_OK;
+}
+
+RELAY_API const void *relay_service_get(relay_plugin *p, const char *name, unsigned min_version)
+{
+        for (service *s = relay_daemon.services; s; s = s->next)
+                if (strcmp(s->name, name) == 0)
+                        return s->version >= min_version ? s->api : NULL;
+        return NULL;
+}
+
+RELAY_API int relay_health_hook(relay_plugin *p, relay_health_fn fn)
+{
+        if (registering(p, "relay_health_hook") != 0 || p->n_health == MAX_HEALTH_HOOKS)
+                return RELAY_ERR;
+        p->health[p->n_health++] = fn;
+        return RELAY_OK;
+}
+
+static relay_counter *counter_new(relay_plugin *p, const char *name, const char *help, bool gauge)
+{
+        for (const char *c = name; *c; c++)
+                if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '_'))
+                        return NULL; /* Prometheus names: [a-z0-9_] here */
+        relay_counter *c = calloc(1, sizeof(*c));
+        if (!c)
+                return NULL;
+        c->name = strdup(name);
+        c->help = help ? strdup(help) : NULL;
+        c->owner = p;
+        c->gauge = gauge;
+        uv_mutex_lock(&relay_daemon.counters_lock);
+        c->next = relay_daemon.counters;
+        relay_daemon.counters = c;
+        uv_mutex_unlock(&relay_daemon.counters_lock);
+        return c;
+}
+
+RELAY_API relay_counter *relay_counter_new(relay_plugin *p, const char *name, const char *help)
+{
+        return counter_new(p, name, help, false);
+}
+
+RELAY_API relay_counter *relay_gauge_new(relay_plugin *p, const char *name, const char *help)
+{
+        return counter_new(p, name, help, true);
+}
+
+RELAY_API void relay_counter_add(relay_counter *c, int64_t n)
+{
+        if (c)
+                __atomic_add_fetch(&c->value, n, __ATOMIC_RELAXED);
+}
+
+RELAY_API void relay_gauge_set(relay_counter *c, int64_t v)
+{
+        if (c)
+                __atomic_store_n(&c->value, v, __ATOMIC_RELAXED);
+}
+
+/* ------------------------------------------------------------ configuration */
+
+RELAY_API int relay_conf_declare(relay_plugin *p, const char *key, relay_conf_type type, const char *default_value,
+                                 const char *help)
+{
+        if (registering(p, "relay_conf_declare") != 0)
+                return RELAY_ERR;
+        if (strcmp(key, "mount") == 0 || conf_declare(conf_current(), p->name, key, type, default_value, help, NULL) != 0) {
+                log_write(RELAY_LOG_ERROR, p->name, NULL, "configuration key '%s' declared twice", key);
+                return RELAY_ERR;
+        }
+        return RELAY_OK;
+}
+
+RELAY_API const char *relay_conf_string(relay_plugin *p, const char *key)
+{
+        const char *v = conf_get(conf_current(), p->name, key);
+        return v ? v : "";
+}
+
+RELAY_API int64_t relay_conf_int(relay_plugin *p, const char *key)
+{
+        return conf_get_int(conf_current(), p->name, key);
+}
+
+RELAY_API bool relay_conf_bool(relay_plugin *p, const char *key)
+{
+        return conf_get_bool(conf_current(), p->name, key);
+}
+
+RELAY_API uint64_t relay_conf_size(relay_plugin *p, const char *key)
+{
+        return conf_get_size(conf_current(), p->name, key);
+}
+
+RELAY_API uint64_t relay_conf_duration_ms(relay_plugin *p, const char *key)
+{
+        return conf_get_duration_ms(conf_current(), p->name, key);
+}
+
+RELAY_API int relay_conf_list_item(relay_plugin *p, const char *key, size_t i, char *out, size_t out_len)
+{
+        return conf_list_item(conf_get(conf_current(), p->name, key), i, out, out_len) ? 1 : 0;
+}
+
+/* ------------------------------------------------------------------ logging */
+
+RELAY_API void relay_log(relay_plugin *p, relay_log_level level, const char *fmt, ...)
+{
+        va_list ap;
+        va_start(ap, fmt);
+        log_vwrite(level, relay_plugin_name(p), NULL, fmt, ap);
+        va_end(ap);
+}
+
+RELAY_API void relay_req_log(relay_req *req, relay_log_level level, const char *fmt, ...)
+{
+        va_list ap;
+        va_start(ap, fmt);
+        log_vwrite(level, req->plugin ? req->plugin->name : "http", req_id(req), fmt, ap);
+        va_end(ap);
+}

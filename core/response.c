@@ -1,0 +1,238 @@
+/* response.c - reply bytes: status line, headers, body; the error shapes of
+ * the five products; and errors for requests the parser could not read. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "daemon.h"
+#include "http.h"
+#include "log.h"
+#include "settings.h"
+#include "worker.h"
+
+const char *status_reason(int status)
+{
+        switch (status) {
+        case 100: return "Continue";
+        case 200: return "OK";
+        case 201: return "Created";
+        case 202: return "Accepted";
+        case 204: return "No Content";
+        case 206: return "Partial Content";
+        case 301: return "Moved Permanently";
+        case 302: return "Found";
+        case 304: return "Not Modified";
+        case 400: return "Bad Request";
+        case 401: return "Unauthorized";
+        case 403: return "Forbidden";
+        case 404: return "Not Found";
+        case 405: return "Method Not Allowed";
+        case 406: return "Not Acceptable";
+        case 408: return "Request Timeout";
+        case 409: return "Conflict";
+        case 410: return "Gone";
+        case 411: return "Length Required";
+        case 412: return "Precondition Failed";
+        case 413: return "Content Too Large";
+        case 415: return "Unsupported Media Type";
+        case 417: return "Expectation Failed";
+        case 422: return "Unprocessable Content";
+        case 428: return "Precondition Required";
+        case 429: return "Too Many Requests";
+        case 431: return "Request Header Fields Too Large";
+        case 451: return "Unavailable For Legal Reasons";
+        case 500: return "Internal Server Error";
+        case 501: return "Not Implemented";
+        case 502: return "Bad Gateway";
+        case 503: return "Service Unavailable";
+        case 504: return "Gateway Timeout";
+        default: return "Unknown";
+        }
+}
+
+static bool no_body_status(int status)
+{
+        return status == 204 || status == 304 || (status >= 100 && status < 200);
+}
+
+void response_head(relay_req *req, int status, const char *content_type, int64_t len)
+{
+        conn *c = req->c;
+        buf *o = &c->out;
+        req->status = status;
+        req->replied = true;
+        size_t before = o->len;
+        buf_printf(o, "HTTP/1.1 %d %s\r\nServer: relay\r\n%s", status, status_reason(status),
+                   worker_date_header(req->w));
+        if (content_type && !no_body_status(status))
+                buf_printf(o, "Content-Type: %s\r\n", content_type);
+        if (len >= 0 && !no_body_status(status))
+                buf_printf(o, "Content-Length: %lld\r\n", (long long)len);
+        else if (len == -1)
+                buf_puts(o, "Transfer-Encoding: chunked\r\n");
+        buf_printf(o, "X-Request-Id: %s\r\n", req_id(req));
+        if (c->close_after)
+                buf_puts(o, "Connection: close\r\n");
+        else if (c->parser.http_major == 1 && c->parser.http_minor == 0)
+                buf_puts(o, "Connection: keep-alive\r\n");
+        if (req->out_headers.len)
+                buf_append(o, req->out_headers.data, req->out_headers.len);
+        buf_append(o, "\r\n", 2);
+        req->bytes_out += o->len - before;
+}
+
+int response_send(relay_req *req, int status, const char *content_type, const void *body, size_t len)
+{
+        if (req->replied || req->sse.open) {
+                relay_req_log(req, RELAY_LOG_ERROR, "second reply to one request ignored (status %d)", status);
+                return RELAY_ERR;
+        }
+        if (req->work_pending || !req->c || req->c->gone) {
+                req->replied = true; /* the client left; nothing to send */
+                req->status = status;
+                return RELAY_OK;
+        }
+        response_head(req, status, content_type, (int64_t)len);
+        if (!req->head && !no_body_status(status) && len) {
+                buf_append(&req->c->out, body, len);
+                req->bytes_out += len;
+        }
+        return RELAY_OK;
+}
+
+/* ------------------------------------------------------------------ replies */
+
+RELAY_API int relay_set_header(relay_req *req, const char *name, const char *value)
+{
+        if (req->replied || strpbrk(name, "\r\n:") || strpbrk(value, "\r\n"))
+                return RELAY_ERR; /* no header injection */
+        return buf_printf(&req->out_headers, "%s: %s\r\n", name, value) == 0 ? RELAY_OK : RELAY_ERR;
+}
+
+RELAY_API int relay_reply(relay_req *req, int status, const char *content_type, const void *body, size_t len)
+{
+        return response_send(req, status, content_type, body, len);
+}
+
+RELAY_API int relay_reply_json(relay_req *req, int status, json_t *json)
+{
+        char *s = json ? json_dumps(json, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY) : NULL;
+        json_decref(json);
+        if (!s)
+                return response_send(req, 500, "application/json", "{}", 2);
+        size_t n = strlen(s);
+        int rc = response_send(req, status, "application/json", s, n);
+        free(s);
+        return rc;
+}
+
+RELAY_API int relay_reply_empty(relay_req *req, int status)
+{
+        return response_send(req, status, NULL, NULL, 0);
+}
+
+/* ------------------------------------------------------------------- errors */
+
+static json_t *error_body(relay_error_style_t style, const char *code, const char *message, json_t *extra)
+{
+        json_t *doc;
+        if (style == RELAY_ERRORS_OBJECT) {
+                json_t *e = json_pack("{s:s,s:s}", "code", code ? code : "error", "message", message);
+                if (extra)
+                        json_object_update(e, extra);
+                doc = json_pack("{s:o}", "error", e);
+        } else {
+                doc = json_pack("{s:s}", style == RELAY_ERRORS_STRING ? "error" : "detail", message);
+                if (extra)
+                        json_object_update(doc, extra);
+        }
+        json_decref(extra);
+        return doc;
+}
+
+int response_error_styled(relay_req *req, relay_error_style_t style, int status, const char *code,
+                          const char *message, json_t *extra)
+{
+        return relay_reply_json(req, status, error_body(style, code, message, extra));
+}
+
+static relay_error_style_t req_style(relay_req *req)
+{
+        return req->plugin ? req->plugin->error_style : settings_current()->error_style;
+}
+
+RELAY_API int relay_error_json(relay_req *req, int status, const char *code, const char *message, json_t *extra)
+{
+        return response_error_styled(req, req_style(req), status, code, message, extra);
+}
+
+RELAY_API int relay_error(relay_req *req, int status, const char *code, const char *fmt, ...)
+{
+        char msg[1024];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof(msg), fmt, ap);
+        va_end(ap);
+        return relay_error_json(req, status, code, msg, NULL);
+}
+
+RELAY_API void relay_validation_add(json_t **items, const char *where, const char *field, const char *msg,
+                                    const char *type)
+{
+        if (!*items)
+                *items = json_array();
+        json_array_append_new(*items, json_pack("{s:[s,s],s:s,s:s}", "loc", where, field, "msg", msg, "type",
+                                                type ? type : "value_error"));
+}
+
+RELAY_API int relay_error_validation(relay_req *req, json_t *items)
+{
+        relay_error_style_t style = req_style(req);
+        json_t *first = json_array_get(items, 0);
+        const char *msg = json_string_value(json_object_get(first, "msg"));
+        if (!msg)
+                msg = "validation failed";
+        json_t *doc;
+        if (style == RELAY_ERRORS_DETAIL) {
+                doc = json_pack("{s:O}", "detail", items);
+        } else if (style == RELAY_ERRORS_OBJECT) {
+                json_t *loc = json_object_get(first, "loc");
+                const char *field = json_string_value(json_array_get(loc, json_array_size(loc) - 1));
+                char text[512];
+                snprintf(text, sizeof(text), "%s%s%s", field ? field : "", field ? ": " : "", msg);
+                doc = json_pack("{s:{s:s,s:s,s:O}}", "error", "code", "validation_failed", "message", text, "details",
+                                items);
+        } else {
+                doc = json_pack("{s:s}", "error", msg);
+        }
+        json_decref(items);
+        return relay_reply_json(req, 422, doc);
+}
+
+/* The parser failed or a limit was hit: no plugin owns the request, so the
+ * server's error style answers, and the connection closes after it. */
+void response_protocol_error(conn *c, int status, const char *message)
+{
+        relay_req *req = c->req;
+        bool own = !req;
+        if (own && !(req = req_acquire(c->w, c)))
+                return;
+        c->req = req;
+        c->close_after = true;
+        if (!req->method)
+                req->method = "-";
+        req->replied = false;
+        req->plugin = NULL;
+        req->out_headers.len = 0;
+        static const char *const codes[][2] = {{"400", "bad_request"}, {"408", "request_timeout"},
+                                               {"413", "payload_too_large"}, {"417", "expectation_failed"},
+                                               {"431", "headers_too_large"}};
+        const char *code = "bad_request";
+        char s[8];
+        snprintf(s, sizeof(s), "%d", status);
+        for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++)
+                if (strcmp(codes[i][0], s) == 0)
+                        code = codes[i][1];
+        req->head = false;
+        response_error_styled(req, settings_current()->error_style, status, code, message, NULL);
+        req_finish(req);
+}

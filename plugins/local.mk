@@ -1,0 +1,6 @@
+# plugins/: one folder per product plugin, each a libtool module installed
+# in $(relaypluginsdir).  Each folder's module.mk adds itself here.
+relayplugins_LTLIBRARIES =
+PLUGIN_LINK = -module -avoid-version -shared -no-undefined
+PLUGIN_LIBS = core/librelay.la $(JANSSON_LIBS)
+PLUGIN_CF = $(AM_CFLAGS) -fvisibility=hidden $(JANSSON_CFLAGS)

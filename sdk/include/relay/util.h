@@ -1,0 +1,39 @@
+/* relay/util.h - small helpers every plugin needs: ids, time, encodings,
+ * pagination.  Pure functions; safe on any thread. */
+#ifndef RELAY_UTIL_H
+#define RELAY_UTIL_H
+
+#include <stdbool.h>
+#include <relay/common.h>
+
+RELAY_BEGIN_DECLS
+
+/* Milliseconds since the Unix epoch (wall clock). */
+RELAY_API int64_t relay_now_ms(void);
+/* "2026-11-22T06:01:31.123Z"; BUF holds at least 32 bytes. */
+RELAY_API char *relay_time_format(int64_t ms, char *buf, size_t len);
+/* RFC 3339 to ms; returns RELAY_ERR on a malformed time. */
+RELAY_API int relay_time_parse(const char *s, int64_t *ms);
+
+/* A sortable id: PREFIX then 26 Crockford base32 characters (48-bit ms
+ * time, 80 random bits, ULID layout), e.g. "rec_01HJ...".  BUF holds at
+ * least strlen(prefix) + 27 bytes. */
+#define RELAY_ULID_LEN 26
+RELAY_API char *relay_id_new(const char *prefix, char *buf, size_t len);
+/* A random UUID v4, 37 bytes with the terminator. */
+RELAY_API char *relay_uuid4(char *buf, size_t len);
+/* Fills BUF with LEN cryptographically random bytes (libsodium). */
+RELAY_API void relay_random(void *buf, size_t len);
+
+/* Unpadded base64url.  Encode: OUT holds RELAY_B64_LEN(n) bytes.  Decode:
+ * returns the decoded length or RELAY_ERR. */
+#define RELAY_B64_LEN(n) ((((n) + 2) / 3) * 4 + 1)
+RELAY_API size_t relay_b64url_encode(const void *in, size_t n, char *out, size_t out_len);
+RELAY_API int relay_b64url_decode(const char *in, void *out, size_t out_len);
+
+/* ?limit= for list routes: DEF when absent; a value that is not an integer
+ * in [1, MAX] sets *bad and returns DEF. */
+RELAY_API long relay_query_limit(relay_req *req, const char *name, long def, long max, bool *bad);
+
+RELAY_END_DECLS
+#endif
