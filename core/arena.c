@@ -52,10 +52,7 @@ char *arena_strndup(arena *a, const char *s, size_t n)
         return p;
 }
 
-char *arena_strdup(arena *a, const char *s)
-{
-        return arena_strndup(a, s, strlen(s));
-}
+char *arena_strdup(arena *a, const char *s) { return arena_strndup(a, s, strlen(s)); }
 
 void arena_reset(arena *a)
 {

@@ -33,10 +33,7 @@ int buf_append(buf *b, const void *data, size_t len)
         return 0;
 }
 
-int buf_puts(buf *b, const char *s)
-{
-        return buf_append(b, s, strlen(s));
-}
+int buf_puts(buf *b, const char *s) { return buf_append(b, s, strlen(s)); }
 
 int buf_vprintf(buf *b, const char *fmt, va_list ap)
 {
@@ -87,4 +84,13 @@ void buf_free(buf *b)
         free(b->data);
         b->data = NULL;
         b->len = b->cap = 0;
+}
+
+int buf_put_uint(buf *b, unsigned long long v)
+{
+        char digits[24], *p = digits + sizeof(digits);
+        do
+                *--p = (char)('0' + v % 10);
+        while ((v /= 10) != 0);
+        return buf_append(b, p, (size_t)(digits + sizeof(digits) - p));
 }

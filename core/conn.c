@@ -28,6 +28,7 @@ typedef struct write_req {
 
 static void start_reading(conn *c);
 static void finish_close(conn *c);
+static void close_now_or_linger(conn *c);
 
 static void on_write(uv_write_t *wr, int status)
 {
@@ -39,9 +40,8 @@ static void on_write(uv_write_t *wr, int status)
         if (status < 0 && !c->gone) {
                 conn_close(c);
         } else if (c->write_queued == 0 && c->state == CONN_CLOSING && !c->out.len) {
-                finish_close(c);
-        } else if (!c->reading && !c->paused && c->write_queued < BACKPRESSURE_BYTES &&
-                   c->state != CONN_CLOSING) {
+                close_now_or_linger(c);
+        } else if (!c->reading && !c->paused && c->write_queued < BACKPRESSURE_BYTES && c->state != CONN_CLOSING) {
                 start_reading(c);
         }
         conn_unref(c);
@@ -115,10 +115,7 @@ static void conn_free(conn *c)
         free(c);
 }
 
-void conn_ref(conn *c)
-{
-        c->refs++;
-}
+void conn_ref(conn *c) { c->refs++; }
 
 void conn_unref(conn *c)
 {
@@ -190,13 +187,25 @@ static void finish_close(conn *c)
         start_reading(c);
 }
 
+/* After the last reply: a client that may still be sending (an error
+ * cut its request short, or it pipelined more) gets a lingering close so
+ * it reads our reply before any reset; others are closed at once, which
+ * spares Connection: close traffic a round trip. */
+static void close_now_or_linger(conn *c)
+{
+        if (c->linger)
+                finish_close(c);
+        else
+                conn_close(c);
+}
+
 /* Stop parsing; close once what is queued has been written. */
 static void close_after_flush(conn *c)
 {
         c->state = CONN_CLOSING;
         conn_flush(c);
         if (!c->gone && c->write_queued == 0 && !c->out.len)
-                finish_close(c);
+                close_now_or_linger(c);
 }
 
 void conn_accept(worker *w, uv_stream_t *server)
@@ -218,6 +227,7 @@ void conn_accept(worker *w, uv_stream_t *server)
         worker_conn_link(w, c);
         metrics_connection(&w->metrics, 1);
         if (open > s->max_connections || w->draining) {
+                c->linger = true;
                 /* Over the limit: say so plainly and hang up. */
                 static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
                                            "Content-Length: 61\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
@@ -275,13 +285,14 @@ static void parse_failed(conn *c, llhttp_errno_t err)
         const char *why = llhttp_get_error_reason(&c->parser);
         if (c->req && c->req->error_status) {
                 status = c->req->error_status;
-                why = status == 413 ? "request body too large"
-                    : status == 431 ? "request header fields too large"
-                                    : "bad request";
+                why = status == 413   ? "request body too large"
+                      : status == 431 ? "request header fields too large"
+                                      : "bad request";
         }
         if (err == HPE_INVALID_METHOD)
                 why = "unknown method";
         response_protocol_error(c, status, why ? why : "malformed request");
+        c->linger = true;
         close_after_flush(c);
 }
 
@@ -293,6 +304,8 @@ static void feed(conn *c, const char *data, size_t len)
         if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
                 const char *pos = llhttp_get_error_pos(&c->parser);
                 if (c->state == CONN_CLOSING || err == HPE_PAUSED_UPGRADE) {
+                        if (pos && pos < data + len)
+                                c->linger = true; /* it sent more than we will read */
                         close_after_flush(c);
                         return;
                 }
@@ -339,6 +352,8 @@ void conn_request_done(conn *c)
         if (!c->gone) {
                 c->paused = false;
                 if (c->close_after) {
+                        if (c->pending_len)
+                                c->linger = true;
                         close_after_flush(c);
                 } else {
                         llhttp_resume(&c->parser);
@@ -375,6 +390,7 @@ void conn_sweep(worker *w, uint64_t now)
                 } else if (c->state == CONN_HEADERS || c->state == CONN_BODY) {
                         log_write(RELAY_LOG_INFO, "http", c->req ? c->req->id : NULL, "client too slow: 408");
                         response_protocol_error(c, 408, "request timed out");
+                        c->linger = true;
                         close_after_flush(c);
                 } else if (c->state == CONN_CLOSING) {
                         conn_close(c);
@@ -550,7 +566,4 @@ static const llhttp_settings_t *parser_settings(void)
 
 /* For the control thread to build the settings before workers start. */
 void conn_init_parser_settings(void);
-void conn_init_parser_settings(void)
-{
-        parser_settings();
-}
+void conn_init_parser_settings(void) { parser_settings(); }

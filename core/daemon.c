@@ -78,10 +78,7 @@ int daemon_setup(const char *config_file, char **overrides, size_t n_overrides, 
         return 0;
 }
 
-int daemon_start_plugins(char *err, size_t err_len)
-{
-        return plugins_start(err, err_len) == 0 ? 0 : EXIT_INIT;
-}
+int daemon_start_plugins(char *err, size_t err_len) { return plugins_start(err, err_len) == 0 ? 0 : EXIT_INIT; }
 
 char *daemon_plugin_dir(const char *config_file, char **overrides, size_t n_overrides)
 {

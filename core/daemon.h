@@ -53,10 +53,10 @@ struct relay_counter {
 };
 
 typedef struct daemon {
-        uv_loop_t *loop; /* the control loop: signals, timers, extra listeners */
+        uv_loop_t *loop;        /* the control loop: signals, timers, extra listeners */
         relay_plugin **plugins; /* in dependency order */
         size_t n_plugins;
-        relay_plugin core;      /* owner of the built-in routes */
+        relay_plugin core; /* owner of the built-in routes */
         router *router;
         service *services;
         authenticator *authenticators;
@@ -64,8 +64,8 @@ typedef struct daemon {
         uv_mutex_t counters_lock;
         worker **workers;
         size_t n_workers;
-        int64_t connections;  /* open HTTP connections, atomic */
-        bool check_only;      /* relay-server -t */
+        int64_t connections;        /* open HTTP connections, atomic */
+        bool check_only;            /* relay-server -t */
         relay_plugin *initialising; /* whose init() is running */
 } daemon_t;
 

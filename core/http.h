@@ -20,12 +20,12 @@ typedef struct worker worker;
 typedef struct conn conn;
 
 typedef enum {
-        CONN_IDLE = 0,   /* between requests */
-        CONN_HEADERS,    /* receiving a request line and headers */
-        CONN_BODY,       /* receiving a body */
-        CONN_HANDLING,   /* a handler runs or works asynchronously */
-        CONN_STREAMING,  /* an SSE response is open */
-        CONN_CLOSING     /* replies written or being written; then close */
+        CONN_IDLE = 0,  /* between requests */
+        CONN_HEADERS,   /* receiving a request line and headers */
+        CONN_BODY,      /* receiving a body */
+        CONN_HANDLING,  /* a handler runs or works asynchronously */
+        CONN_STREAMING, /* an SSE response is open */
+        CONN_CLOSING    /* replies written or being written; then close */
 } conn_state;
 
 struct conn {
@@ -34,18 +34,19 @@ struct conn {
         worker *w;
         conn *prev, *next; /* the worker's list, for timeouts and draining */
         relay_req *req;
-        buf out;          /* reply bytes not yet handed to libuv */
-        char *pending;    /* bytes received while paused */
+        buf out;       /* reply bytes not yet handed to libuv */
+        char *pending; /* bytes received while paused */
         size_t pending_len;
-        uint64_t deadline; /* loop time (ms) at which the state times out; 0: none */
+        uint64_t deadline;   /* loop time (ms) at which the state times out; 0: none */
         size_t write_queued; /* bytes in uv_write requests in flight */
-        int refs;          /* the handle, plus one while async work runs */
+        int refs;            /* the handle, plus one while async work runs */
         uint8_t state;
-        bool paused : 1;      /* parser paused for an async reply */
+        bool paused : 1; /* parser paused for an async reply */
         bool reading : 1;
         bool close_after : 1; /* close once the current reply is out */
         bool gone : 1;        /* the peer went away or the handle is closing */
         bool shutting : 1;    /* uv_shutdown sent; discarding input until EOF */
+        bool linger : 1;      /* close with shutdown + drain, not at once */
         bool upgrade : 1;
 };
 
@@ -129,8 +130,8 @@ const char *req_id(relay_req *req);
 void response_head(relay_req *req, int status, const char *content_type, int64_t len);
 int response_send(relay_req *req, int status, const char *content_type, const void *body, size_t len);
 /* A core error (404, 413...) in STYLE, for requests no plugin owns. */
-int response_error_styled(relay_req *req, relay_error_style_t style, int status, const char *code,
-                          const char *message, json_t *extra);
+int response_error_styled(relay_req *req, relay_error_style_t style, int status, const char *code, const char *message,
+                          json_t *extra);
 /* An error answered straight on the connection when the parser failed. */
 void response_protocol_error(conn *c, int status, const char *message);
 const char *status_reason(int status);

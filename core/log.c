@@ -46,10 +46,7 @@ int log_configure(const char *path, relay_log_level level, log_format format, ch
         return 0;
 }
 
-bool log_enabled(relay_log_level level)
-{
-        return (int)level <= __atomic_load_n(&log_level, __ATOMIC_RELAXED);
-}
+bool log_enabled(relay_log_level level) { return (int)level <= __atomic_load_n(&log_level, __ATOMIC_RELAXED); }
 
 static void write_all(const char *p, size_t n)
 {
@@ -65,8 +62,7 @@ static void write_all(const char *p, size_t n)
         }
 }
 
-void log_vwrite(relay_log_level level, const char *source, const char *request_id, const char *fmt,
-                va_list ap)
+void log_vwrite(relay_log_level level, const char *source, const char *request_id, const char *fmt, va_list ap)
 {
         if (!log_enabled(level))
                 return;
@@ -79,8 +75,8 @@ void log_vwrite(relay_log_level level, const char *source, const char *request_i
                         *p = ' ';
         relay_time_format(relay_now_ms(), ts, sizeof(ts));
         if (__atomic_load_n(&log_fmt, __ATOMIC_RELAXED) == LOG_FORMAT_JSON) {
-                json_t *o = json_pack("{s:s,s:s,s:s,s:s}", "ts", ts, "level", level_names[level],
-                                      "source", source, "msg", msg);
+                json_t *o = json_pack("{s:s,s:s,s:s,s:s}", "ts", ts, "level", level_names[level], "source", source,
+                                      "msg", msg);
                 if (request_id)
                         json_object_set_new(o, "request_id", json_string(request_id));
                 char *s = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
@@ -90,8 +86,8 @@ void log_vwrite(relay_log_level level, const char *source, const char *request_i
                 n = snprintf(line, sizeof(line), "%s\n", s);
                 free(s);
         } else if (request_id) {
-                n = snprintf(line, sizeof(line), "%s %s [%s] req=%s %s\n", ts, level_names[level], source,
-                             request_id, msg);
+                n = snprintf(line, sizeof(line), "%s %s [%s] req=%s %s\n", ts, level_names[level], source, request_id,
+                             msg);
         } else {
                 n = snprintf(line, sizeof(line), "%s %s [%s] %s\n", ts, level_names[level], source, msg);
         }

@@ -50,10 +50,7 @@ void metrics_record(worker_metrics *m, int route_id, int status, uint64_t elapse
         BUMP(m->latency_count, 1);
 }
 
-void metrics_connection(worker_metrics *m, int delta)
-{
-        BUMP(m->open_connections, delta);
-}
+void metrics_connection(worker_metrics *m, int delta) { BUMP(m->open_connections, delta); }
 
 static void render_requests(buf *out)
 {
@@ -82,7 +79,9 @@ static void render_requests(buf *out)
                         }
                 }
                 for (int i = 0; i < k; i++)
-                        buf_printf(out, "relay_http_requests_total{plugin=\"%s\",route=\"%s%s%s\",status=\"%d\"} %" PRIu64 "\n",
+                        buf_printf(out,
+                                   "relay_http_requests_total{plugin=\"%s\",route=\"%s%s%s\",status=\"%d\"} %" PRIu64
+                                   "\n",
                                    rt ? rt->plugin->name : "", rt ? rt->method : "", rt ? " " : "",
                                    rt ? rt->pattern : "unmatched", st[i], ct[i]);
         }
@@ -112,8 +111,9 @@ static void render_latency(buf *out)
         buf_printf(out, "relay_http_request_duration_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n", cumulative);
         buf_printf(out, "relay_http_request_duration_seconds_sum %.6f\n", (double)sum / 1e6);
         buf_printf(out, "relay_http_request_duration_seconds_count %" PRIu64 "\n", count);
-        buf_printf(out, "# HELP relay_http_open_connections Open HTTP connections.\n"
-                        "# TYPE relay_http_open_connections gauge\nrelay_http_open_connections %lld\n",
+        buf_printf(out,
+                   "# HELP relay_http_open_connections Open HTTP connections.\n"
+                   "# TYPE relay_http_open_connections gauge\nrelay_http_open_connections %lld\n",
                    (long long)open);
 }
 

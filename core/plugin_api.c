@@ -22,10 +22,7 @@ RELAY_API void relay_abi(unsigned *major, unsigned *minor)
         *minor = RELAY_SDK_ABI_MINOR;
 }
 
-RELAY_API void relay_error_style(relay_plugin *p, relay_error_style_t style)
-{
-        p->error_style = style;
-}
+RELAY_API void relay_error_style(relay_plugin *p, relay_error_style_t style) { p->error_style = style; }
 
 /* Routes may only be added while plugins initialise. */
 static int registering(relay_plugin *p, const char *what)
@@ -43,14 +40,19 @@ RELAY_API int relay_route_ex(relay_plugin *p, const relay_route_opts *o)
         if (registering(p, "relay_route") != 0)
                 return RELAY_ERR;
         if (!o || o->size < offsetof(relay_route_opts, data) || !o->method || !o->pattern || !o->handler) {
-                snprintf(route_error, sizeof(route_error), "plugin '%s': relay_route needs a method, pattern and handler",
-                         p->name);
+                snprintf(route_error, sizeof(route_error),
+                         "plugin '%s': relay_route needs a method, pattern and handler", p->name);
                 return RELAY_ERR;
         }
         char pattern[1024];
         snprintf(pattern, sizeof(pattern), "%s%s", p->mount ? p->mount : "", o->pattern);
-        route proto = {.method = (char *)o->method, .pattern = pattern, .handler = o->handler, .auth = o->auth,
-                       .role = (char *)o->role, .scope = (char *)o->scope, .plugin = p};
+        route proto = {.method = (char *)o->method,
+                       .pattern = pattern,
+                       .handler = o->handler,
+                       .auth = o->auth,
+                       .role = (char *)o->role,
+                       .scope = (char *)o->scope,
+                       .plugin = p};
         if (o->size >= offsetof(relay_route_opts, data) + sizeof(void *))
                 proto.data = o->data;
         if (router_add(relay_daemon.router, &proto, route_error, sizeof(route_error)) != 0)
@@ -61,22 +63,17 @@ RELAY_API int relay_route_ex(relay_plugin *p, const relay_route_opts *o)
 RELAY_API int relay_route(relay_plugin *p, const char *method, const char *pattern, relay_handler handler,
                           relay_auth auth)
 {
-        relay_route_opts o = {.size = sizeof(o), .method = method, .pattern = pattern, .handler = handler, .auth = auth};
+        relay_route_opts o = {
+                .size = sizeof(o), .method = method, .pattern = pattern, .handler = handler, .auth = auth};
         return relay_route_ex(p, &o);
 }
 
 /* The last registration failure, for the loader's message. */
 const char *plugin_api_route_error(void);
-const char *plugin_api_route_error(void)
-{
-        return route_error;
-}
+const char *plugin_api_route_error(void) { return route_error; }
 
 void plugin_api_clear_error(void);
-void plugin_api_clear_error(void)
-{
-        route_error[0] = '\0';
-}
+void plugin_api_clear_error(void) { route_error[0] = '\0'; }
 
 RELAY_API int relay_authenticator(relay_plugin *p, const char *name, relay_authenticator_fn fn)
 {
@@ -183,7 +180,8 @@ RELAY_API int relay_conf_declare(relay_plugin *p, const char *key, relay_conf_ty
 {
         if (registering(p, "relay_conf_declare") != 0)
                 return RELAY_ERR;
-        if (strcmp(key, "mount") == 0 || conf_declare(conf_current(), p->name, key, type, default_value, help, NULL) != 0) {
+        if (strcmp(key, "mount") == 0 ||
+            conf_declare(conf_current(), p->name, key, type, default_value, help, NULL) != 0) {
                 log_write(RELAY_LOG_ERROR, p->name, NULL, "configuration key '%s' declared twice", key);
                 return RELAY_ERR;
         }
@@ -201,10 +199,7 @@ RELAY_API int64_t relay_conf_int(relay_plugin *p, const char *key)
         return conf_get_int(conf_current(), p->name, key);
 }
 
-RELAY_API bool relay_conf_bool(relay_plugin *p, const char *key)
-{
-        return conf_get_bool(conf_current(), p->name, key);
-}
+RELAY_API bool relay_conf_bool(relay_plugin *p, const char *key) { return conf_get_bool(conf_current(), p->name, key); }
 
 RELAY_API uint64_t relay_conf_size(relay_plugin *p, const char *key)
 {

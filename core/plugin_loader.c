@@ -32,7 +32,8 @@ static void explain_open_error(const char *name, const char *path, const char *d
         const char *so = dlerr ? strstr(dlerr, "librelay.so.") : NULL;
         if (so)
                 snprintf(err, err_len,
-                         "plugin '%s' (%s) was built for Relay SDK ABI %d.x (it needs librelay.so.%d); this relay-server provides ABI %d.%d: rebuild the plugin against this SDK",
+                         "plugin '%s' (%s) was built for Relay SDK ABI %d.x (it needs librelay.so.%d); this "
+                         "relay-server provides ABI %d.%d: rebuild the plugin against this SDK",
                          name, path, atoi(so + 12), atoi(so + 12), RELAY_SDK_ABI_MAJOR, RELAY_SDK_ABI_MINOR);
         else
                 snprintf(err, err_len, "plugin '%s': cannot load %s: %s", name, path, dlerr ? dlerr : "unknown error");
@@ -42,29 +43,34 @@ static void explain_open_error(const char *name, const char *path, const char *d
 static int check_descriptor(const relay_plugin_desc *d, const char *name, const char *path, char *err, size_t err_len)
 {
         if (!d) {
-                snprintf(err, err_len, "plugin '%s' (%s) is not a Relay plugin: no relay_plugin_descriptor symbol (use RELAY_PLUGIN())",
+                snprintf(err, err_len,
+                         "plugin '%s' (%s) is not a Relay plugin: no relay_plugin_descriptor symbol (use "
+                         "RELAY_PLUGIN())",
                          name, path);
                 return -1;
         }
         if (d->magic != RELAY_PLUGIN_MAGIC) {
-                snprintf(err, err_len, "plugin '%s' (%s) has a corrupt descriptor (bad magic 0x%08x)", name, path, d->magic);
+                snprintf(err, err_len, "plugin '%s' (%s) has a corrupt descriptor (bad magic 0x%08x)", name, path,
+                         d->magic);
                 return -1;
         }
         if (d->abi_major != RELAY_SDK_ABI_MAJOR || d->abi_minor > RELAY_SDK_ABI_MINOR) {
                 snprintf(err, err_len,
                          "plugin '%s' (%s) was built for Relay SDK ABI %u.%u; this relay-server provides ABI %d.%d: %s",
                          name, path, d->abi_major, d->abi_minor, RELAY_SDK_ABI_MAJOR, RELAY_SDK_ABI_MINOR,
-                         d->abi_major != RELAY_SDK_ABI_MAJOR ? "rebuild the plugin against this SDK"
-                                                             : "upgrade relay-server or rebuild the plugin against this SDK");
+                         d->abi_major != RELAY_SDK_ABI_MAJOR
+                                 ? "rebuild the plugin against this SDK"
+                                 : "upgrade relay-server or rebuild the plugin against this SDK");
                 return -1;
         }
         if (d->size < offsetof(relay_plugin_desc, reserved)) {
-                snprintf(err, err_len, "plugin '%s' (%s) has a descriptor of %u bytes, too small for ABI %u.%u", name, path,
-                         d->size, d->abi_major, d->abi_minor);
+                snprintf(err, err_len, "plugin '%s' (%s) has a descriptor of %u bytes, too small for ABI %u.%u", name,
+                         path, d->size, d->abi_major, d->abi_minor);
                 return -1;
         }
         if (!d->name || strcmp(d->name, name) != 0) {
-                snprintf(err, err_len, "file %s holds plugin '%s', not '%s'", path, d->name ? d->name : "(unnamed)", name);
+                snprintf(err, err_len, "file %s holds plugin '%s', not '%s'", path, d->name ? d->name : "(unnamed)",
+                         name);
                 return -1;
         }
         return 0;
@@ -123,8 +129,8 @@ static relay_plugin *find_loaded(relay_plugin **list, size_t n, const char *name
 }
 
 /* Depth-first topological order; a cycle or a missing requirement fails. */
-static int visit(relay_plugin *p, relay_plugin **all, size_t n, relay_plugin **out, size_t *n_out, int *mark,
-                 char *err, size_t err_len)
+static int visit(relay_plugin *p, relay_plugin **all, size_t n, relay_plugin **out, size_t *n_out, int *mark, char *err,
+                 size_t err_len)
 {
         size_t idx = 0;
         while (all[idx] != p)
@@ -139,7 +145,8 @@ static int visit(relay_plugin *p, relay_plugin **all, size_t n, relay_plugin **o
         for (const char *const *r = p->desc->requires; r && *r; r++) {
                 relay_plugin *dep = find_loaded(all, n, *r);
                 if (!dep) {
-                        snprintf(err, err_len, "plugin '%s' requires plugin '%s', which is not loaded: add it to [plugins] load",
+                        snprintf(err, err_len,
+                                 "plugin '%s' requires plugin '%s', which is not loaded: add it to [plugins] load",
                                  p->name, *r);
                         return -1;
                 }
@@ -202,7 +209,8 @@ int plugins_init(char *err, size_t err_len)
         conf *c = conf_current();
         for (size_t i = 0; i < relay_daemon.n_plugins; i++) {
                 relay_plugin *p = relay_daemon.plugins[i];
-                conf_declare(c, p->name, "mount", RELAY_CONF_STRING, "", "path prefix for the plugin's routes", check_mount);
+                conf_declare(c, p->name, "mount", RELAY_CONF_STRING, "", "path prefix for the plugin's routes",
+                             check_mount);
                 const char *mount = conf_get(c, p->name, "mount");
                 p->mount = strdup(mount && !check_mount(mount) ? mount : "");
                 p->error_style = RELAY_ERRORS_OBJECT;
@@ -217,8 +225,8 @@ int plugins_init(char *err, size_t err_len)
                         if (*why)
                                 snprintf(err, err_len, "%s", why);
                         else
-                                snprintf(err, err_len, "plugin '%s' (%s) failed to initialise (init returned %d)", p->name,
-                                         p->path, rc);
+                                snprintf(err, err_len, "plugin '%s' (%s) failed to initialise (init returned %d)",
+                                         p->name, p->path, rc);
                         return -1;
                 }
                 p->inited = true;
@@ -244,7 +252,8 @@ void plugins_reload(void)
         for (size_t i = 0; i < relay_daemon.n_plugins; i++) {
                 relay_plugin *p = relay_daemon.plugins[i];
                 if (p->desc->reload && p->desc->reload(p) != 0)
-                        log_write(RELAY_LOG_WARN, p->name, NULL, "reload failed; the plugin keeps its previous settings");
+                        log_write(RELAY_LOG_WARN, p->name, NULL,
+                                  "reload failed; the plugin keeps its previous settings");
         }
 }
 
@@ -271,10 +280,7 @@ void plugins_unload(void)
         relay_daemon.n_plugins = 0;
 }
 
-static int cmp_str(const void *a, const void *b)
-{
-        return strcmp(*(char *const *)a, *(char *const *)b);
-}
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
 /* Module names in DIR: every "*.so" and "*.la", once each, sorted. */
 static size_t module_names(const char *dir, char ***out)

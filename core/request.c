@@ -142,9 +142,16 @@ const char *req_id(relay_req *req)
         if (given && plain_id(given)) {
                 snprintf(req->id, sizeof(req->id), "%s", given);
         } else {
+                /* 20 hex digits: the worker's random prefix, its index, a counter */
+                static const char hex[] = "0123456789abcdef";
                 worker *w = req->w;
-                snprintf(req->id, sizeof(req->id), "%08x%02x%010llx", w->id_prefix, (unsigned)w->index & 0xff,
-                         (unsigned long long)++w->id_counter & 0xffffffffffULL);
+                uint64_t hi = ((uint64_t)w->id_prefix << 8) | ((unsigned)w->index & 0xff);
+                uint64_t lo = ++w->id_counter & 0xffffffffffULL;
+                for (int i = 9; i >= 0; i--, hi >>= 4)
+                        req->id[i] = hex[hi & 15];
+                for (int i = 19; i >= 10; i--, lo >>= 4)
+                        req->id[i] = hex[lo & 15];
+                req->id[20] = '\0';
         }
         return req->id;
 }
@@ -196,8 +203,8 @@ static int authorize(relay_req *req)
                 return -1;
         }
         const relay_principal *p = &req->principal;
-        if ((rt->auth == RELAY_AUTH_TENANT && !p->tenant) || (rt->role && (!p->role || strcmp(p->role, rt->role) != 0)) ||
-            (rt->scope && !has_scope(p, rt->scope))) {
+        if ((rt->auth == RELAY_AUTH_TENANT && !p->tenant) ||
+            (rt->role && (!p->role || strcmp(p->role, rt->role) != 0)) || (rt->scope && !has_scope(p, rt->scope))) {
                 relay_error(req, 403, "forbidden", "this credential may not do that");
                 return -1;
         }
@@ -249,8 +256,8 @@ void req_finish(relay_req *req)
         metrics_record(&w->metrics, req->route ? req->route->id : -1, req->status, elapsed);
         if (settings_current()->access_log)
                 log_write(RELAY_LOG_INFO, req->plugin ? req->plugin->name : "http", req->id, "%s %s %d %zu %.3fms",
-                          req->method ? req->method : "-", req->target ? req->target : "-", req->status,
-                          req->bytes_out, (double)elapsed / 1e6);
+                          req->method ? req->method : "-", req->target ? req->target : "-", req->status, req->bytes_out,
+                          (double)elapsed / 1e6);
         if (c && c->req == req)
                 c->req = NULL;
         if (c && !c->gone) {
@@ -278,10 +285,7 @@ RELAY_API relay_plugin *relay_req_plugin(relay_req *req) { return req->plugin; }
 RELAY_API void *relay_route_data(relay_req *req) { return req->route ? req->route->data : NULL; }
 RELAY_API int relay_replied(relay_req *req) { return req->replied || req->sse.open; }
 
-RELAY_API const char *relay_header(relay_req *req, const char *name)
-{
-        return req_header(req, name);
-}
+RELAY_API const char *relay_header(relay_req *req, const char *name) { return req_header(req, name); }
 
 RELAY_API const char *relay_param(relay_req *req, const char *name)
 {

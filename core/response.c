@@ -49,11 +49,19 @@ const char *status_reason(int status)
         }
 }
 
-static bool no_body_status(int status)
+static bool no_body_status(int status) { return status == 204 || status == 304 || (status >= 100 && status < 200); }
+
+/* Appends NAME VALUE CRLF. */
+static void put_header(buf *o, const char *name, size_t name_len, const char *value)
 {
-        return status == 204 || status == 304 || (status >= 100 && status < 200);
+        buf_append(o, name, name_len);
+        buf_puts(o, value);
+        buf_append(o, "\r\n", 2);
 }
 
+#define PUT_LITERAL(o, s) buf_append((o), (s), sizeof(s) - 1)
+
+/* Built with appends, not printf: this runs for every reply. */
 void response_head(relay_req *req, int status, const char *content_type, int64_t len)
 {
         conn *c = req->c;
@@ -61,22 +69,30 @@ void response_head(relay_req *req, int status, const char *content_type, int64_t
         req->status = status;
         req->replied = true;
         size_t before = o->len;
-        buf_printf(o, "HTTP/1.1 %d %s\r\nServer: relay\r\n%s", status, status_reason(status),
-                   worker_date_header(req->w));
+        buf_reserve(o, 256 + req->out_headers.len);
+        PUT_LITERAL(o, "HTTP/1.1 ");
+        buf_put_uint(o, (unsigned)status);
+        buf_append(o, " ", 1);
+        buf_puts(o, status_reason(status));
+        PUT_LITERAL(o, "\r\nServer: relay\r\n");
+        buf_puts(o, worker_date_header(req->w));
         if (content_type && !no_body_status(status))
-                buf_printf(o, "Content-Type: %s\r\n", content_type);
-        if (len >= 0 && !no_body_status(status))
-                buf_printf(o, "Content-Length: %lld\r\n", (long long)len);
-        else if (len == -1)
-                buf_puts(o, "Transfer-Encoding: chunked\r\n");
-        buf_printf(o, "X-Request-Id: %s\r\n", req_id(req));
+                put_header(o, "Content-Type: ", 14, content_type);
+        if (len >= 0 && !no_body_status(status)) {
+                PUT_LITERAL(o, "Content-Length: ");
+                buf_put_uint(o, (unsigned long long)len);
+                PUT_LITERAL(o, "\r\n");
+        } else if (len == -1) {
+                PUT_LITERAL(o, "Transfer-Encoding: chunked\r\n");
+        }
+        put_header(o, "X-Request-Id: ", 14, req_id(req));
         if (c->close_after)
-                buf_puts(o, "Connection: close\r\n");
+                PUT_LITERAL(o, "Connection: close\r\n");
         else if (c->parser.http_major == 1 && c->parser.http_minor == 0)
-                buf_puts(o, "Connection: keep-alive\r\n");
+                PUT_LITERAL(o, "Connection: keep-alive\r\n");
         if (req->out_headers.len)
                 buf_append(o, req->out_headers.data, req->out_headers.len);
-        buf_append(o, "\r\n", 2);
+        PUT_LITERAL(o, "\r\n");
         req->bytes_out += o->len - before;
 }
 
@@ -125,10 +141,7 @@ RELAY_API int relay_reply_json(relay_req *req, int status, json_t *json)
         return rc;
 }
 
-RELAY_API int relay_reply_empty(relay_req *req, int status)
-{
-        return response_send(req, status, NULL, NULL, 0);
-}
+RELAY_API int relay_reply_empty(relay_req *req, int status) { return response_send(req, status, NULL, NULL, 0); }
 
 /* ------------------------------------------------------------------- errors */
 
@@ -149,8 +162,8 @@ static json_t *error_body(relay_error_style_t style, const char *code, const cha
         return doc;
 }
 
-int response_error_styled(relay_req *req, relay_error_style_t style, int status, const char *code,
-                          const char *message, json_t *extra)
+int response_error_styled(relay_req *req, relay_error_style_t style, int status, const char *code, const char *message,
+                          json_t *extra)
 {
         return relay_reply_json(req, status, error_body(style, code, message, extra));
 }
@@ -223,8 +236,10 @@ void response_protocol_error(conn *c, int status, const char *message)
         req->replied = false;
         req->plugin = NULL;
         req->out_headers.len = 0;
-        static const char *const codes[][2] = {{"400", "bad_request"}, {"408", "request_timeout"},
-                                               {"413", "payload_too_large"}, {"417", "expectation_failed"},
+        static const char *const codes[][2] = {{"400", "bad_request"},
+                                               {"408", "request_timeout"},
+                                               {"413", "payload_too_large"},
+                                               {"417", "expectation_failed"},
                                                {"431", "headers_too_large"}};
         const char *code = "bad_request";
         char s[8];

@@ -26,10 +26,7 @@ struct router {
         size_t n_all;
 };
 
-router *router_new(void)
-{
-        return calloc(1, sizeof(router));
-}
+router *router_new(void) { return calloc(1, sizeof(router)); }
 
 static void node_free(node *n)
 {
@@ -228,12 +225,6 @@ void router_match(const router *r, const char *method, char **segments, int n, r
                 snprintf(m->allow + len, sizeof(m->allow) - len, ", HEAD");
 }
 
-size_t router_count(const router *r)
-{
-        return r->n_all;
-}
+size_t router_count(const router *r) { return r->n_all; }
 
-const route *router_route(const router *r, size_t id)
-{
-        return id < r->n_all ? r->all[id] : NULL;
-}
+const route *router_route(const router *r, size_t id) { return id < r->n_all ? r->all[id] : NULL; }

@@ -51,8 +51,14 @@ RELAY_API int relay__server_main(int argc, char **argv)
                                RELAY_SDK_ABI_MINOR);
                         free(overrides);
                         return 0;
-                case 'h': usage(stdout); free(overrides); return 0;
-                default: usage(stderr); free(overrides); return 1;
+                case 'h':
+                        usage(stdout);
+                        free(overrides);
+                        return 0;
+                default:
+                        usage(stderr);
+                        free(overrides);
+                        return 1;
                 }
         }
         if (optind < argc) {

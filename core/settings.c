@@ -15,10 +15,7 @@ conf *conf_current(void)
         return s ? s->cfg : loading;
 }
 
-void conf_set_loading(conf *c)
-{
-        loading = c;
-}
+void conf_set_loading(conf *c) { loading = c; }
 
 static const char *check_listen(const char *v)
 {
@@ -92,19 +89,27 @@ static const struct core_key core_keys[] = {
         {"server", "workers", RELAY_CONF_STRING, "auto", check_workers, "worker threads (auto: one per CPU)"},
         {"server", "name", RELAY_CONF_STRING, "relay", NULL, "name in the GET / health document"},
         {"server", "error_style", RELAY_CONF_STRING, "object", check_error_style, "error shape outside plugin routes"},
-        {"server", "shutdown_timeout", RELAY_CONF_DURATION, "10s", NULL, "how long SIGTERM waits for requests in flight"},
+        {"server", "shutdown_timeout", RELAY_CONF_DURATION, "10s", NULL,
+         "how long SIGTERM waits for requests in flight"},
         {"server", "backlog", RELAY_CONF_INT, "511", check_positive, "listen(2) backlog"},
         {"server", "metrics", RELAY_CONF_BOOL, "true", NULL, "serve GET /metrics"},
         {"server", "data_dir", RELAY_CONF_STRING, "data", NULL, "folder for local state (SQLite database)"},
         {"limits", "max_body_size", RELAY_CONF_SIZE, "1m", check_nonzero_size, "largest request body (413 above)"},
-        {"limits", "max_header_size", RELAY_CONF_SIZE, "16k", check_nonzero_size, "largest request line + headers (431 above)"},
+        {"limits", "max_header_size", RELAY_CONF_SIZE, "16k", check_nonzero_size,
+         "largest request line + headers (431 above)"},
         {"limits", "max_headers", RELAY_CONF_INT, "100", check_positive, "most header fields in a request (431 above)"},
-        {"limits", "header_timeout", RELAY_CONF_DURATION, "10s", check_nonzero_duration, "time to receive a request's headers (408)"},
-        {"limits", "body_timeout", RELAY_CONF_DURATION, "30s", check_nonzero_duration, "time to receive a request's body (408)"},
-        {"limits", "idle_timeout", RELAY_CONF_DURATION, "60s", check_nonzero_duration, "idle keep-alive connections are closed after this"},
-        {"limits", "stream_buffer", RELAY_CONF_SIZE, "1m", check_nonzero_size, "unsent bytes a connection may hold before it is cut off"},
-        {"limits", "sse_heartbeat", RELAY_CONF_DURATION, "15s", check_nonzero_duration, "comment line sent on idle SSE streams"},
-        {"limits", "max_connections", RELAY_CONF_INT, "10000", check_positive, "open HTTP connections, all workers together"},
+        {"limits", "header_timeout", RELAY_CONF_DURATION, "10s", check_nonzero_duration,
+         "time to receive a request's headers (408)"},
+        {"limits", "body_timeout", RELAY_CONF_DURATION, "30s", check_nonzero_duration,
+         "time to receive a request's body (408)"},
+        {"limits", "idle_timeout", RELAY_CONF_DURATION, "60s", check_nonzero_duration,
+         "idle keep-alive connections are closed after this"},
+        {"limits", "stream_buffer", RELAY_CONF_SIZE, "1m", check_nonzero_size,
+         "unsent bytes a connection may hold before it is cut off"},
+        {"limits", "sse_heartbeat", RELAY_CONF_DURATION, "15s", check_nonzero_duration,
+         "comment line sent on idle SSE streams"},
+        {"limits", "max_connections", RELAY_CONF_INT, "10000", check_positive,
+         "open HTTP connections, all workers together"},
         {"log", "level", RELAY_CONF_STRING, "info", check_level, "error, warn, info or debug"},
         {"log", "format", RELAY_CONF_STRING, "text", check_format, "text or json (one object per line)"},
         {"log", "file", RELAY_CONF_STRING, "", NULL, "log file (empty: stderr); reopened on SIGHUP"},
@@ -117,7 +122,8 @@ int settings_declare(conf *c, const char *plugin_dir)
 {
         for (size_t i = 0; i < sizeof(core_keys) / sizeof(core_keys[0]); i++) {
                 const struct core_key *k = &core_keys[i];
-                const char *def = strcmp(k->key, "dir") == 0 && strcmp(k->section, "plugins") == 0 ? plugin_dir : k->def;
+                const char *def =
+                        strcmp(k->key, "dir") == 0 && strcmp(k->section, "plugins") == 0 ? plugin_dir : k->def;
                 if (conf_declare(c, k->section, k->key, k->type, def, k->help, k->check) != 0)
                         return -1;
         }
@@ -207,10 +213,7 @@ void settings_free(settings *s)
         }
 }
 
-settings *settings_current(void)
-{
-        return __atomic_load_n(&current, __ATOMIC_ACQUIRE);
-}
+settings *settings_current(void) { return __atomic_load_n(&current, __ATOMIC_ACQUIRE); }
 
 void settings_publish(settings *s)
 {

@@ -94,10 +94,7 @@ RELAY_API void relay_sse_on_close(relay_sse *sse, relay_sse_close_fn fn, void *d
         sse->on_close_data = data;
 }
 
-RELAY_API relay_req *relay_sse_req(relay_sse *sse)
-{
-        return sse ? sse->req : NULL;
-}
+RELAY_API relay_req *relay_sse_req(relay_sse *sse) { return sse ? sse->req : NULL; }
 
 /* The connection is going away: tell the plugin, once. */
 void sse_closed(relay_sse *sse)

@@ -103,7 +103,8 @@ RELAY_API int relay_listen(relay_plugin *p, const char *addr, const relay_stream
         if (rc == 0)
                 rc = uv_listen((uv_stream_t *)&l->tcp, 128, on_stream_connection);
         if (rc != 0) {
-                log_write(RELAY_LOG_ERROR, relay_plugin_name(p), NULL, "cannot listen on %s: %s", addr, uv_strerror(rc));
+                log_write(RELAY_LOG_ERROR, relay_plugin_name(p), NULL, "cannot listen on %s: %s", addr,
+                          uv_strerror(rc));
                 uv_close((uv_handle_t *)&l->tcp, (uv_close_cb)free);
                 return RELAY_ERR;
         }
@@ -116,10 +117,7 @@ RELAY_API int relay_listen(relay_plugin *p, const char *addr, const relay_stream
                                         : ntohs(((struct sockaddr_in *)&ss)->sin_port);
 }
 
-static void on_stream_write(uv_write_t *w, int status)
-{
-        free(w);
-}
+static void on_stream_write(uv_write_t *w, int status) { free(w); }
 
 RELAY_API int relay_stream_write(relay_stream *s, const void *data, size_t len)
 {

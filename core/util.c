@@ -17,8 +17,8 @@ RELAY_API char *relay_time_format(int64_t ms, char *buf, size_t len)
         time_t secs = (time_t)(ms / 1000);
         struct tm tm;
         gmtime_r(&secs, &tm);
-        snprintf(buf, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-                 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
+        snprintf(buf, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                 tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
         return buf;
 }
 
@@ -71,10 +71,7 @@ RELAY_API int relay_time_parse(const char *s, int64_t *ms)
         return RELAY_OK;
 }
 
-RELAY_API void relay_random(void *buf, size_t len)
-{
-        randombytes_buf(buf, len);
-}
+RELAY_API void relay_random(void *buf, size_t len) { randombytes_buf(buf, len); }
 
 static const char crockford[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
@@ -113,8 +110,8 @@ RELAY_API char *relay_uuid4(char *buf, size_t len)
         randombytes_buf(b, sizeof(b));
         b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
         b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
-        snprintf(buf, len, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
-                 b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
+        snprintf(buf, len, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2],
+                 b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
         return buf;
 }
 
@@ -129,8 +126,8 @@ RELAY_API size_t relay_b64url_encode(const void *in, size_t n, char *out, size_t
 RELAY_API int relay_b64url_decode(const char *in, void *out, size_t out_len)
 {
         size_t n;
-        if (sodium_base642bin(out, out_len, in, strlen(in), NULL, &n, NULL,
-                              sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0)
+        if (sodium_base642bin(out, out_len, in, strlen(in), NULL, &n, NULL, sodium_base64_VARIANT_URLSAFE_NO_PADDING) !=
+            0)
                 return RELAY_ERR;
         return (int)n;
 }

@@ -138,10 +138,7 @@ void worker_wake(worker *w, int flag)
         uv_async_send(&w->wake);
 }
 
-void worker_join(worker *w)
-{
-        uv_thread_join(&w->thread);
-}
+void worker_join(worker *w) { uv_thread_join(&w->thread); }
 
 void worker_free(worker *w)
 {

@@ -35,8 +35,8 @@ static int post_echo(relay_req *req)
 
 static int get_item(relay_req *req)
 {
-        return relay_reply_json(req, 200, json_pack("{s:s,s:s?}", "id", relay_param(req, "id"), "part",
-                                                    relay_param(req, "part")));
+        return relay_reply_json(
+                req, 200, json_pack("{s:s,s:s?}", "id", relay_param(req, "id"), "part", relay_param(req, "part")));
 }
 
 static int authorize_user(relay_req *req)
@@ -44,20 +44,19 @@ static int authorize_user(relay_req *req)
         return relay_reply_json(req, 200, json_pack("{s:s}", "action", "authorize-user"));
 }
 
-static int fail(relay_req *req)
-{
-        return RELAY_ERR; /* no reply: the daemon answers 500 */
-}
+static int fail(relay_req *req) { return RELAY_ERR; /* no reply: the daemon answers 500 */ }
 
 static int get_greeting(relay_req *req)
 {
-        return relay_reply_json(req, 200, json_pack("{s:s}", "greeting", relay_conf_string(relay_req_plugin(req), "greeting")));
+        return relay_reply_json(req, 200,
+                                json_pack("{s:s}", "greeting", relay_conf_string(relay_req_plugin(req), "greeting")));
 }
 
 static int get_ticks(relay_req *req)
 {
-        return relay_reply_json(req, 200, json_pack("{s:I,s:i}", "ticks", (json_int_t)__atomic_load_n(&ticks, __ATOMIC_RELAXED),
-                                                    "tcp_port", tcp_port));
+        return relay_reply_json(req, 200,
+                                json_pack("{s:I,s:i}", "ticks", (json_int_t)__atomic_load_n(&ticks, __ATOMIC_RELAXED),
+                                          "tcp_port", tcp_port));
 }
 
 static int get_private(relay_req *req)
@@ -68,10 +67,7 @@ static int get_private(relay_req *req)
 
 /* -------------------------------------------------------------- slow (work) */
 
-static void sleep_work(void *data)
-{
-        usleep((useconds_t)(*(long *)data) * 1000);
-}
+static void sleep_work(void *data) { usleep((useconds_t)(*(long *)data) * 1000); }
 
 static int sleep_done(relay_req *req, void *data)
 {
@@ -138,8 +134,11 @@ static relay_authn_result test_token(relay_req *req)
                 return RELAY_AUTHN_SKIP;
         if (strcmp(t, "good") != 0 && strcmp(t, "tenantless") != 0)
                 return RELAY_AUTHN_DENIED;
-        relay_principal p = {.size = sizeof(p), .subject = "tester", .kind = "test",
-                             .tenant = strcmp(t, "good") == 0 ? "t1" : NULL, .role = "viewer",
+        relay_principal p = {.size = sizeof(p),
+                             .subject = "tester",
+                             .kind = "test",
+                             .tenant = strcmp(t, "good") == 0 ? "t1" : NULL,
+                             .role = "viewer",
                              .scopes = (const char *const[]){"echo:read", NULL}};
         relay_set_principal(req, &p);
         return RELAY_AUTHN_OK;
@@ -160,10 +159,7 @@ static void on_tcp_data(relay_stream *s, const void *data, size_t len)
         relay_stream_write(s, data, len); /* an echo server */
 }
 
-static void on_tick(relay_plugin *p, void *data)
-{
-        __atomic_add_fetch(&ticks, 1, __ATOMIC_RELAXED);
-}
+static void on_tick(relay_plugin *p, void *data) { __atomic_add_fetch(&ticks, 1, __ATOMIC_RELAXED); }
 
 static void health(relay_plugin *p, json_t *doc)
 {
@@ -182,8 +178,12 @@ static int init(relay_plugin *p)
         relay_authenticator(p, "test-token", test_token);
         relay_service_provide(p, "echo.math", 1, &api);
         relay_health_hook(p, health);
-        relay_route_opts scoped = {.size = sizeof(scoped), .method = "GET", .pattern = "/v1/scoped",
-                                   .handler = get_private, .auth = RELAY_AUTH_TENANT, .scope = "echo:write"};
+        relay_route_opts scoped = {.size = sizeof(scoped),
+                                   .method = "GET",
+                                   .pattern = "/v1/scoped",
+                                   .handler = get_private,
+                                   .auth = RELAY_AUTH_TENANT,
+                                   .scope = "echo:write"};
         if (relay_route(p, "GET", "/v1/echo", get_echo, RELAY_AUTH_PUBLIC) ||
             relay_route(p, "POST", "/v1/echo", post_echo, RELAY_AUTH_PUBLIC) ||
             relay_route(p, "GET", "/v1/items/:id", get_item, RELAY_AUTH_PUBLIC) ||
@@ -196,8 +196,7 @@ static int init(relay_plugin *p)
             relay_route(p, "GET", "/v1/slow", get_slow, RELAY_AUTH_PUBLIC) ||
             relay_route(p, "GET", "/v1/sse", get_sse, RELAY_AUTH_PUBLIC) ||
             relay_route(p, "GET", "/v1/private", get_private, RELAY_AUTH_PRINCIPAL) ||
-            relay_route(p, "GET", "/v1/tenant", get_private, RELAY_AUTH_TENANT) ||
-            relay_route_ex(p, &scoped))
+            relay_route(p, "GET", "/v1/tenant", get_private, RELAY_AUTH_TENANT) || relay_route_ex(p, &scoped))
                 return RELAY_ERR;
         return RELAY_OK;
 }
@@ -228,5 +227,5 @@ static void stop(relay_plugin *p)
         ticker = NULL;
 }
 
-RELAY_PLUGIN(echo, .version = "1.2.3", .description = "test plugin: every SDK facility", .init = init,
-             .start = start, .reload = reload, .stop = stop);
+RELAY_PLUGIN(echo, .version = "1.2.3", .description = "test plugin: every SDK facility", .init = init, .start = start,
+             .reload = reload, .stop = stop);

@@ -1,2 +1,62 @@
+/* test_util.c - ids, time, base64url, buffers and the arena. */
+#include <sodium.h>
+#include <stdlib.h>
+#include "arena.h"
+#include "buf.h"
+#include "relay/util.h"
 #include "tap.h"
-int main(void){ok(1,"x");return tap_done();}
+
+int main(void)
+{
+        if (sodium_init() < 0)
+                return 99;
+        char a[64], b[64];
+        relay_id_new("rec_", a, sizeof(a));
+        ok(strlen(a) == 4 + RELAY_ULID_LEN && strncmp(a, "rec_", 4) == 0, "id has prefix and 26 chars (%s)", a);
+        ok(strspn(a + 4, "0123456789ABCDEFGHJKMNPQRSTVWXYZ") == RELAY_ULID_LEN, "Crockford base32");
+        relay_id_new("rec_", b, sizeof(b));
+        ok(strcmp(a, b) != 0, "two ids differ");
+        ok(strncmp(a, b, 4 + 8) <= 0, "ids sort by time (first 8 chars carry the ms)");
+        char tiny[8];
+        relay_id_new("rec_", tiny, sizeof(tiny));
+        ok(tiny[0] == '\0', "too small a buffer gives an empty id, not an overflow");
+        relay_uuid4(a, sizeof(a));
+        ok(strlen(a) == 36 && a[14] == '4' && strchr("89ab", a[19]), "uuid v4 (%s)", a);
+
+        int64_t ms;
+        ok(relay_time_parse("2026-11-22T06:01:31Z", &ms) == 0 && ms == 1795327291000LL, "RFC 3339 Z");
+        ok(relay_time_parse("2026-11-22T07:01:31.5+01:00", &ms) == 0 && ms == 1795327291500LL, "offset and fraction");
+        ok(relay_time_parse("2026-13-01T00:00:00Z", &ms) != 0, "month 13 refused");
+        ok(relay_time_parse("2026-11-22 06:01:31Z", &ms) != 0, "space instead of T refused");
+        ok(relay_time_parse("2026-11-22T06:01:31", &ms) != 0, "missing zone refused");
+        is_str(relay_time_format(1795327291123LL, a, sizeof(a)), "2026-11-22T06:01:31.123Z", "format");
+
+        char enc[RELAY_B64_LEN(5)];
+        relay_b64url_encode("\xfb\xff\x00"
+                            "ab",
+                            5, enc, sizeof(enc));
+        is_str(enc, "-_8AYWI", "base64url without padding");
+        unsigned char dec[8];
+        ok(relay_b64url_decode(enc, dec, sizeof(dec)) == 5 && dec[0] == 0xfb && dec[4] == 'b', "decodes back");
+        ok(relay_b64url_decode("!!", dec, sizeof(dec)) < 0, "garbage refused");
+
+        buf x = {0};
+        buf_printf(&x, "%s-%d", "abc", 42);
+        for (int i = 0; i < 1000; i++)
+                buf_puts(&x, "0123456789");
+        ok(x.len == 6 + 10000 && memcmp(x.data, "abc-42", 6) == 0, "buffer grows");
+        buf_consume(&x, 6);
+        ok(x.len == 10000 && x.data[0] == '0', "consume drops the front");
+        buf_free(&x);
+
+        arena ar = {0};
+        char *s1 = arena_strdup(&ar, "hello");
+        char *big = arena_alloc(&ar, 10000);
+        memset(big, 1, 10000);
+        is_str(s1, "hello", "arena strings survive a large allocation");
+        arena_reset(&ar);
+        char *s2 = arena_strdup(&ar, "again");
+        is_str(s2, "again", "arena reusable after reset");
+        arena_free(&ar);
+        return tap_done();
+}

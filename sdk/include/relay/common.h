@@ -34,9 +34,9 @@ typedef struct relay_counter relay_counter;
 
 /* What handlers and callbacks return. */
 enum {
-        RELAY_OK = 0,     /* done (for a handler: a reply has been sent) */
-        RELAY_ASYNC = 1,  /* a handler will reply later (relay_work, SSE) */
-        RELAY_ERR = -1    /* failure; a handler that did not reply gets a 500 */
+        RELAY_OK = 0,    /* done (for a handler: a reply has been sent) */
+        RELAY_ASYNC = 1, /* a handler will reply later (relay_work, SSE) */
+        RELAY_ERR = -1   /* failure; a handler that did not reply gets a 500 */
 };
 
 #endif

@@ -22,8 +22,8 @@ typedef enum {
 } relay_conf_type;
 
 /* Declare KEY with a default (NULL: no default, read as empty/0). */
-RELAY_API int relay_conf_declare(relay_plugin *p, const char *key, relay_conf_type type,
-                                 const char *default_value, const char *help);
+RELAY_API int relay_conf_declare(relay_plugin *p, const char *key, relay_conf_type type, const char *default_value,
+                                 const char *help);
 
 /* Values of the configuration in force (reload() sees the new one).  Strings
  * stay valid until the plugin stops. */

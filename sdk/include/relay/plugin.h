@@ -37,9 +37,9 @@ typedef struct relay_plugin_desc {
         uint16_t abi_minor;
         uint32_t size; /* sizeof(relay_plugin_desc) when built */
 
-        const char *name;        /* as in configuration: "records" */
-        const char *version;     /* the plugin's own version: "1.0.0" */
-        const char *description; /* one line, for --list-plugins */
+        const char *name;            /* as in configuration: "records" */
+        const char *version;         /* the plugin's own version: "1.0.0" */
+        const char *description;     /* one line, for --list-plugins */
         const char *const *requires; /* RELAY_REQUIRES("users", ...) or NULL */
 
         int (*init)(relay_plugin *p);
@@ -59,19 +59,18 @@ typedef struct relay_plugin_desc {
  * <id>_LTX_relay_plugin_descriptor, the name libltdl looks up first, so plugins can
  * also be dlpreopened into a static daemon; a plain `relay_plugin_descriptor` alias is
  * exported for loaders that do not know the module name. */
-#define RELAY_PLUGIN(id, ...)                                                  \
-        RELAY_API const relay_plugin_desc id##_LTX_relay_plugin_descriptor = {             \
-                .magic = RELAY_PLUGIN_MAGIC,                                    \
-                .abi_major = RELAY_SDK_ABI_MAJOR,                               \
-                .abi_minor = RELAY_SDK_ABI_MINOR,                               \
-                .size = sizeof(relay_plugin_desc),                              \
-                .name = #id,                                                    \
-                __VA_ARGS__};                                                   \
+#define RELAY_PLUGIN(id, ...)                                                                                    \
+        RELAY_API const relay_plugin_desc id##_LTX_relay_plugin_descriptor = {.magic = RELAY_PLUGIN_MAGIC,       \
+                                                                              .abi_major = RELAY_SDK_ABI_MAJOR,  \
+                                                                              .abi_minor = RELAY_SDK_ABI_MINOR,  \
+                                                                              .size = sizeof(relay_plugin_desc), \
+                                                                              .name = #id,                       \
+                                                                              __VA_ARGS__};                      \
         RELAY_PLUGIN_ALIAS_(id)
 
 #ifndef RELAY_PLUGIN_STATIC
-#define RELAY_PLUGIN_ALIAS_(id)                                                \
-        extern RELAY_API const relay_plugin_desc relay_plugin_descriptor        \
+#define RELAY_PLUGIN_ALIAS_(id)                                          \
+        extern RELAY_API const relay_plugin_desc relay_plugin_descriptor \
                 __attribute__((alias(#id "_LTX_relay_plugin_descriptor")));
 #else
 #define RELAY_PLUGIN_ALIAS_(id)
@@ -113,8 +112,8 @@ typedef int (*relay_handler)(relay_req *req);
  * literally, ':' inside a segment included ("/v1/relays/sessions:authorize-user").
  * The plugin's configured mount prefix is put in front.  Two plugins claiming
  * the same method and path is a start-up error naming both. */
-RELAY_API int relay_route(relay_plugin *p, const char *method, const char *pattern,
-                          relay_handler handler, relay_auth auth);
+RELAY_API int relay_route(relay_plugin *p, const char *method, const char *pattern, relay_handler handler,
+                          relay_auth auth);
 
 typedef struct relay_route_opts {
         uint32_t size; /* sizeof(relay_route_opts) */
@@ -134,19 +133,19 @@ RELAY_API int relay_route_ex(relay_plugin *p, const relay_route_opts *opts);
 
 /* The principal a request runs as.  Strings are copied by relay_set_principal. */
 typedef struct relay_principal {
-        uint32_t size; /* sizeof(relay_principal) */
-        const char *tenant;  /* tenant id, or NULL */
-        const char *subject; /* user, key or agent id */
-        const char *kind;    /* "user", "api_key", "agent", ... */
-        const char *role;    /* "admin", "operator", "viewer", or NULL */
+        uint32_t size;             /* sizeof(relay_principal) */
+        const char *tenant;        /* tenant id, or NULL */
+        const char *subject;       /* user, key or agent id */
+        const char *kind;          /* "user", "api_key", "agent", ... */
+        const char *role;          /* "admin", "operator", "viewer", or NULL */
         const char *const *scopes; /* NULL-terminated, or NULL */
-        const char *credential; /* id of the credential used (key id), or NULL */
+        const char *credential;    /* id of the credential used (key id), or NULL */
 } relay_principal;
 
 typedef enum {
-        RELAY_AUTHN_SKIP = 0,   /* no credentials of mine: ask the next authenticator */
-        RELAY_AUTHN_OK = 1,     /* relay_set_principal() was called */
-        RELAY_AUTHN_DENIED = 2  /* credentials of mine, and they are bad: 401 */
+        RELAY_AUTHN_SKIP = 0,  /* no credentials of mine: ask the next authenticator */
+        RELAY_AUTHN_OK = 1,    /* relay_set_principal() was called */
+        RELAY_AUTHN_DENIED = 2 /* credentials of mine, and they are bad: 401 */
 } relay_authn_result;
 
 typedef relay_authn_result (*relay_authenticator_fn)(relay_req *req);
@@ -162,8 +161,7 @@ RELAY_API const relay_principal *relay_principal_of(relay_req *req);
 /* A service is a table of functions one plugin offers others (the policy
  * engine, the event bus).  The table should start with a size field.  A
  * consumer lists the provider in .requires, so it is initialised first. */
-RELAY_API int relay_service_provide(relay_plugin *p, const char *name, unsigned version,
-                                    const void *api);
+RELAY_API int relay_service_provide(relay_plugin *p, const char *name, unsigned version, const void *api);
 /* The service NAME at VERSION or newer, or NULL. */
 RELAY_API const void *relay_service_get(relay_plugin *p, const char *name, unsigned min_version);
 
@@ -173,8 +171,8 @@ typedef void (*relay_timer_cb)(relay_plugin *p, void *data);
 
 /* Runs CB on the daemon's control thread after FIRST_MS, then every
  * REPEAT_MS (0: once).  Start timers in start(), not init(). */
-RELAY_API relay_timer *relay_timer_start(relay_plugin *p, uint64_t first_ms, uint64_t repeat_ms,
-                                         relay_timer_cb cb, void *data);
+RELAY_API relay_timer *relay_timer_start(relay_plugin *p, uint64_t first_ms, uint64_t repeat_ms, relay_timer_cb cb,
+                                         void *data);
 RELAY_API void relay_timer_stop(relay_timer *t);
 
 /* Slow work for a request: WORK runs on the thread pool, then DONE runs on
@@ -185,8 +183,7 @@ RELAY_API int relay_work(relay_req *req, relay_work_fn work, relay_work_done_fn 
 
 /* The same for a plugin outside a request: DONE runs on the control thread. */
 typedef void (*relay_plugin_work_done_fn)(relay_plugin *p, void *data);
-RELAY_API int relay_plugin_work(relay_plugin *p, relay_work_fn work,
-                                relay_plugin_work_done_fn done, void *data);
+RELAY_API int relay_plugin_work(relay_plugin *p, relay_work_fn work, relay_plugin_work_done_fn done, void *data);
 
 /* ------------------------------------------------------------ health, metrics */
 

@@ -14,9 +14,9 @@ RELAY_BEGIN_DECLS
 
 /* ------------------------------------------------------------------ reading */
 
-RELAY_API const char *relay_method(relay_req *req);  /* "GET" (HEAD reads as "HEAD") */
-RELAY_API const char *relay_path(relay_req *req);    /* decoded path, no query */
-RELAY_API const char *relay_target(relay_req *req);  /* request target as received */
+RELAY_API const char *relay_method(relay_req *req);                   /* "GET" (HEAD reads as "HEAD") */
+RELAY_API const char *relay_path(relay_req *req);                     /* decoded path, no query */
+RELAY_API const char *relay_target(relay_req *req);                   /* request target as received */
 RELAY_API const char *relay_param(relay_req *req, const char *name);  /* :name, or NULL */
 RELAY_API const char *relay_query(relay_req *req, const char *name);  /* first value, decoded */
 RELAY_API const char *relay_header(relay_req *req, const char *name); /* case-insensitive */
@@ -36,8 +36,7 @@ RELAY_API json_t *relay_json_body(relay_req *req);
 
 /* Adds a response header; call before replying. */
 RELAY_API int relay_set_header(relay_req *req, const char *name, const char *value);
-RELAY_API int relay_reply(relay_req *req, int status, const char *content_type,
-                          const void *body, size_t len);
+RELAY_API int relay_reply(relay_req *req, int status, const char *content_type, const void *body, size_t len);
 /* Steals the reference to JSON. */
 RELAY_API int relay_reply_json(relay_req *req, int status, json_t *json);
 RELAY_API int relay_reply_empty(relay_req *req, int status);
@@ -47,20 +46,18 @@ RELAY_API int relay_replied(relay_req *req);
 /* ------------------------------------------------------------------ errors */
 
 /* An error in the style of the plugin that owns the route (plugin.h). */
-RELAY_API int relay_error(relay_req *req, int status, const char *code, const char *fmt, ...)
-        RELAY_PRINTF(4, 5);
+RELAY_API int relay_error(relay_req *req, int status, const char *code, const char *fmt, ...) RELAY_PRINTF(4, 5);
 /* The same with extra members merged into the error object (object style:
  * next to code and message; other styles: at top level).  Steals EXTRA. */
-RELAY_API int relay_error_json(relay_req *req, int status, const char *code,
-                               const char *message, json_t *extra);
+RELAY_API int relay_error_json(relay_req *req, int status, const char *code, const char *message, json_t *extra);
 /* A 422 validation failure.  ITEMS is an array of {"loc":[...],"msg","type"}
  * (stolen): the detail style answers it as is, the object style as
  * {"error":{"code":"validation_failed","message":<first msg>,"details":ITEMS}},
  * the string style as {"error":<first msg>}. */
 RELAY_API int relay_error_validation(relay_req *req, json_t *items);
 /* Appends one item to a validation list, creating it when *ITEMS is NULL. */
-RELAY_API void relay_validation_add(json_t **items, const char *where, const char *field,
-                                    const char *msg, const char *type);
+RELAY_API void relay_validation_add(json_t **items, const char *where, const char *field, const char *msg,
+                                    const char *type);
 
 RELAY_END_DECLS
 #endif

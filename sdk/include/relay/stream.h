@@ -17,8 +17,7 @@ typedef struct relay_stream_cbs {
 
 /* Listen on ADDR ("127.0.0.1:7000", "[::]:7000", port 0 picks one).  Call
  * in start().  Returns the bound port, or RELAY_ERR. */
-RELAY_API int relay_listen(relay_plugin *p, const char *addr, const relay_stream_cbs *cbs,
-                           void *data);
+RELAY_API int relay_listen(relay_plugin *p, const char *addr, const relay_stream_cbs *cbs, void *data);
 RELAY_API int relay_stream_write(relay_stream *s, const void *data, size_t len);
 RELAY_API void relay_stream_close(relay_stream *s);
 RELAY_API void *relay_stream_listener_data(relay_stream *s);
