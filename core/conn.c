@@ -14,6 +14,7 @@
 
 #define LINGER_MS 2000
 #define BACKPRESSURE_BYTES (256 * 1024)
+#define PENDING_MAX (64 * 1024) /* pipelined bytes held while a reply is async */
 
 static const llhttp_settings_t *parser_settings(void);
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b);
@@ -144,7 +145,7 @@ void conn_close(conn *c)
         if (req) {
                 if (req->sse.open)
                         sse_closed(&req->sse);
-                if (!req->work_pending) {
+                if (!req->work_pending && !req->in_handler) {
                         c->req = NULL;
                         req_release(req);
                 }
@@ -309,12 +310,9 @@ static void feed(conn *c, const char *data, size_t len)
                         close_after_flush(c);
                         return;
                 }
-                /* An async reply is on its way; hold the rest of the input. */
+                /* An async reply is on its way; hold the rest of the input.
+                 * Reading goes on (bounded) so a client that leaves is seen. */
                 keep_pending(c, pos ? pos : data + len, data + len);
-                if (c->reading && !c->gone) {
-                        uv_read_stop((uv_stream_t *)&c->tcp);
-                        c->reading = false;
-                }
                 return;
         }
         parse_failed(c, err);
@@ -340,6 +338,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
                 return; /* lingering: discard */
         if (c->paused) {
                 keep_pending(c, b->base, b->base + nread);
+                if (c->pending_len > PENDING_MAX && c->reading && !c->gone) {
+                        uv_read_stop(s); /* enough queued: let TCP push back */
+                        c->reading = false;
+                }
                 return;
         }
         feed(c, b->base, (size_t)nread);
@@ -531,6 +533,13 @@ static int on_message_complete(llhttp_t *p)
         if (p->upgrade)
                 c->close_after = true; /* no protocol upgrades: answer, then close */
         req_dispatch(req);
+        if (c->gone) { /* closed under the handler (an SSE client cut off) */
+                if (!req->work_pending) {
+                        c->req = NULL;
+                        req_release(req);
+                }
+                return HPE_PAUSED;
+        }
         if (req->async) {
                 c->paused = true;
                 return HPE_PAUSED;

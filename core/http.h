@@ -98,6 +98,7 @@ struct relay_req {
         int status;
         size_t bytes_out;
         bool replied, async, work_pending;
+        bool in_handler; /* the plugin's handler is on the stack */
         relay_sse sse;
         char id[48];
         uint64_t start_ns;

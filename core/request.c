@@ -236,7 +236,9 @@ void req_dispatch(relay_req *req)
         memcpy(req->params, m.params, sizeof(req->params));
         if (authorize(req) != 0)
                 return;
+        req->in_handler = true;
         int rc = m.route->handler(req);
+        req->in_handler = false;
         if (rc == RELAY_ASYNC && !req->replied) {
                 req->async = true;
                 return;

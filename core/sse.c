@@ -116,6 +116,8 @@ RELAY_API void relay_sse_end(relay_sse *sse)
                 buf_puts(&c->out, "0\r\n\r\n");
         sse_closed(sse);
         req->async = false;
+        if (req->in_handler)
+                return; /* ended before the handler returned: it finishes as a plain reply */
         req_finish(req);
         conn_request_done(c);
 }

@@ -120,7 +120,9 @@
 /* #undef LTDL_DLOPEN_DEPLIBS */
 
 /* Define to the system default library search path. */
-#define LT_DLSEARCH_PATH "/lib:/usr/lib:/usr/lib/x86_64-linux-gnu/libfakeroot:/usr/local/lib:/usr/local/lib/x86_64-linux-gnu:/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu:/usr/local/cuda-13.0/lib:/lib32:/usr/lib32"
+#define LT_DLSEARCH_PATH                                                                                           \
+        "/lib:/usr/lib:/usr/lib/x86_64-linux-gnu/libfakeroot:/usr/local/lib:/usr/local/lib/x86_64-linux-gnu:/lib/" \
+        "x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu:/usr/local/cuda-13.0/lib:/lib32:/usr/lib32"
 
 /* The archive extension */
 #define LT_LIBEXT "a"

@@ -36,23 +36,35 @@ or obtained by writing to the Free Software Foundation, Inc.,
 
 LT_BEGIN_C_DECLS
 
-#define MALLOC(tp, n)		(tp*) lt__malloc((n) * sizeof(tp))
-#define REALLOC(tp, mem, n)	(tp*) lt__realloc((mem), (n) * sizeof(tp))
-#define FREE(mem)				LT_STMT_START {	\
-	free (mem); mem = NULL;					} LT_STMT_END
-#define MEMREASSIGN(p, q)			LT_STMT_START {	\
-	if ((p) != (q)) { free (p); (p) = (q); (q) = 0; }	\
-								} LT_STMT_END
+#define MALLOC(tp, n) (tp *)lt__malloc((n) * sizeof(tp))
+#define REALLOC(tp, mem, n) (tp *)lt__realloc((mem), (n) * sizeof(tp))
+#define FREE(mem)           \
+        LT_STMT_START       \
+        {                   \
+                free(mem);  \
+                mem = NULL; \
+        }                   \
+        LT_STMT_END
+#define MEMREASSIGN(p, q)          \
+        LT_STMT_START              \
+        {                          \
+                if ((p) != (q)) {  \
+                        free(p);   \
+                        (p) = (q); \
+                        (q) = 0;   \
+                }                  \
+        }                          \
+        LT_STMT_END
 
 /* If set, this function is called when memory allocation has failed.  */
-LT_SCOPE void (*lt__alloc_die) (void);
+LT_SCOPE void (*lt__alloc_die)(void);
 
-LT_SCOPE void *lt__malloc (size_t n);
-LT_SCOPE void *lt__zalloc (size_t n);
-LT_SCOPE void *lt__realloc (void *mem, size_t n);
-LT_SCOPE void *lt__memdup (void const *mem, size_t n);
+LT_SCOPE void *lt__malloc(size_t n);
+LT_SCOPE void *lt__zalloc(size_t n);
+LT_SCOPE void *lt__realloc(void *mem, size_t n);
+LT_SCOPE void *lt__memdup(void const *mem, size_t n);
 
-LT_SCOPE char *lt__strdup (const char *string);
+LT_SCOPE char *lt__strdup(const char *string);
 
 LT_END_C_DECLS
 

@@ -42,44 +42,43 @@ LT_BEGIN_C_DECLS
    confidence that the enumeration of symbolic names will map correctly
    onto the table of error strings.  \0 is appended to the strings to
    expilicitely initialize the string terminator. */
-#define lt_dlerror_table						\
-    LT_ERROR(UNKNOWN,		    "unknown error\0")			\
-    LT_ERROR(DLOPEN_NOT_SUPPORTED,  "dlopen support not available\0")	\
-    LT_ERROR(INVALID_LOADER,	    "invalid loader\0")			\
-    LT_ERROR(INIT_LOADER,	    "loader initialization failed\0")	\
-    LT_ERROR(REMOVE_LOADER,	    "loader removal failed\0")		\
-    LT_ERROR(FILE_NOT_FOUND,	    "file not found\0")			\
-    LT_ERROR(DEPLIB_NOT_FOUND,	    "dependency library not found\0")	\
-    LT_ERROR(NO_SYMBOLS,	    "no symbols defined\0")		\
-    LT_ERROR(CANNOT_OPEN,	    "can't open the module\0")		\
-    LT_ERROR(CANNOT_CLOSE,	    "can't close the module\0")		\
-    LT_ERROR(SYMBOL_NOT_FOUND,	    "symbol not found\0")		\
-    LT_ERROR(NO_MEMORY,		    "not enough memory\0")		\
-    LT_ERROR(INVALID_HANDLE,	    "invalid module handle\0")		\
-    LT_ERROR(BUFFER_OVERFLOW,	    "internal buffer overflow\0")	\
-    LT_ERROR(INVALID_ERRORCODE,	    "invalid errorcode\0")		\
-    LT_ERROR(SHUTDOWN,		    "library already shutdown\0")	\
-    LT_ERROR(CLOSE_RESIDENT_MODULE, "can't close resident module\0")	\
-    LT_ERROR(INVALID_MUTEX_ARGS,    "internal error (code withdrawn)\0")\
-    LT_ERROR(INVALID_POSITION,	    "invalid search path insert position\0")\
-    LT_ERROR(CONFLICTING_FLAGS,	    "symbol visibility can be global or local\0")
+#define lt_dlerror_table                                                    \
+        LT_ERROR(UNKNOWN, "unknown error\0")                                \
+        LT_ERROR(DLOPEN_NOT_SUPPORTED, "dlopen support not available\0")    \
+        LT_ERROR(INVALID_LOADER, "invalid loader\0")                        \
+        LT_ERROR(INIT_LOADER, "loader initialization failed\0")             \
+        LT_ERROR(REMOVE_LOADER, "loader removal failed\0")                  \
+        LT_ERROR(FILE_NOT_FOUND, "file not found\0")                        \
+        LT_ERROR(DEPLIB_NOT_FOUND, "dependency library not found\0")        \
+        LT_ERROR(NO_SYMBOLS, "no symbols defined\0")                        \
+        LT_ERROR(CANNOT_OPEN, "can't open the module\0")                    \
+        LT_ERROR(CANNOT_CLOSE, "can't close the module\0")                  \
+        LT_ERROR(SYMBOL_NOT_FOUND, "symbol not found\0")                    \
+        LT_ERROR(NO_MEMORY, "not enough memory\0")                          \
+        LT_ERROR(INVALID_HANDLE, "invalid module handle\0")                 \
+        LT_ERROR(BUFFER_OVERFLOW, "internal buffer overflow\0")             \
+        LT_ERROR(INVALID_ERRORCODE, "invalid errorcode\0")                  \
+        LT_ERROR(SHUTDOWN, "library already shutdown\0")                    \
+        LT_ERROR(CLOSE_RESIDENT_MODULE, "can't close resident module\0")    \
+        LT_ERROR(INVALID_MUTEX_ARGS, "internal error (code withdrawn)\0")   \
+        LT_ERROR(INVALID_POSITION, "invalid search path insert position\0") \
+        LT_ERROR(CONFLICTING_FLAGS, "symbol visibility can be global or local\0")
 
 /* Enumerate the symbolic error names. */
 enum {
-#define LT_ERROR(name, diagnostic)	LT_CONC(LT_ERROR_, name),
-	lt_dlerror_table
+#define LT_ERROR(name, diagnostic) LT_CONC(LT_ERROR_, name),
+        lt_dlerror_table
 #undef LT_ERROR
 
-	LT_ERROR_MAX
+                LT_ERROR_MAX
 };
 
 /* Should be max of the error string lengths above (plus one for C++) */
 #define LT_ERROR_LEN_MAX (41)
 
 /* These functions are only useful from inside custom module loaders. */
-LT_SCOPE int	lt_dladderror	(const char *diagnostic);
-LT_SCOPE int	lt_dlseterror	(int errorcode);
-
+LT_SCOPE int lt_dladderror(const char *diagnostic);
+LT_SCOPE int lt_dlseterror(int errorcode);
 
 LT_END_C_DECLS
 

@@ -43,10 +43,10 @@ or obtained by writing to the Free Software Foundation, Inc.,
 #define SLIST_H 1
 
 #if defined LTDL
-#  include <libltdl/lt__glibc.h>
-#  include <libltdl/lt_system.h>
+#include <libltdl/lt__glibc.h>
+#include <libltdl/lt_system.h>
 #else
-#  define LT_SCOPE
+#define LT_SCOPE
 #endif
 
 #include <stddef.h>
@@ -56,42 +56,37 @@ extern "C" {
 #endif
 
 typedef struct slist {
-  struct slist *next;		/* chain forward pointer*/
-  const void *userdata;		/* for boxed 'SList' item */
+        struct slist *next;   /* chain forward pointer*/
+        const void *userdata; /* for boxed 'SList' item */
 } SList;
 
-typedef void *	SListCallback	(SList *item, void *userdata);
-typedef int	SListCompare	(const SList *item1, const SList *item2,
-				 void *userdata);
+typedef void *SListCallback(SList *item, void *userdata);
+typedef int SListCompare(const SList *item1, const SList *item2, void *userdata);
 
-LT_SCOPE SList *slist_concat	(SList *head, SList *tail);
-LT_SCOPE SList *slist_cons	(SList *item, SList *slist);
+LT_SCOPE SList *slist_concat(SList *head, SList *tail);
+LT_SCOPE SList *slist_cons(SList *item, SList *slist);
 
-LT_SCOPE SList *slist_delete	(SList *slist, void (*delete_fct) (void *item));
-LT_SCOPE SList *slist_remove	(SList **phead, SListCallback *find,
-				 void *matchdata);
-LT_SCOPE SList *slist_reverse	(SList *slist);
-LT_SCOPE SList *slist_sort	(SList *slist, SListCompare *compare,
-				 void *userdata);
+LT_SCOPE SList *slist_delete(SList *slist, void (*delete_fct)(void *item));
+LT_SCOPE SList *slist_remove(SList **phead, SListCallback *find, void *matchdata);
+LT_SCOPE SList *slist_reverse(SList *slist);
+LT_SCOPE SList *slist_sort(SList *slist, SListCompare *compare, void *userdata);
 
-LT_SCOPE SList *slist_tail	(SList *slist);
-LT_SCOPE SList *slist_nth	(SList *slist, size_t n);
-LT_SCOPE void *	slist_find	(SList *slist, SListCallback *find,
-				 void *matchdata);
-LT_SCOPE size_t slist_length	(SList *slist);
+LT_SCOPE SList *slist_tail(SList *slist);
+LT_SCOPE SList *slist_nth(SList *slist, size_t n);
+LT_SCOPE void *slist_find(SList *slist, SListCallback *find, void *matchdata);
+LT_SCOPE size_t slist_length(SList *slist);
 
-LT_SCOPE void *	slist_foreach   (SList *slist, SListCallback *foreach,
-				 void *userdata);
+LT_SCOPE void *slist_foreach(SList *slist, SListCallback *foreach, void *userdata);
 
-LT_SCOPE SList *slist_box	(const void *userdata);
-LT_SCOPE void *	slist_unbox	(SList *item);
+LT_SCOPE SList *slist_box(const void *userdata);
+LT_SCOPE void *slist_unbox(SList *item);
 
 #if defined __cplusplus
 }
 #endif
 
 #if !defined LTDL
-#  undef LT_SCOPE
+#undef LT_SCOPE
 #endif
 
 #endif /*!defined SLIST_H*/

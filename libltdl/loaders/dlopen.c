@@ -36,240 +36,212 @@ or obtained by writing to the Free Software Foundation, Inc.,
    collisions when the loader code is statically linked into libltdl.
    Use the "<module_name>_LTX_" prefix so that the symbol addresses can
    be fetched from the preloaded symbol list by lt_dlsym():  */
-#define get_vtable	dlopen_LTX_get_vtable
+#define get_vtable dlopen_LTX_get_vtable
 
 LT_BEGIN_C_DECLS
-LT_SCOPE lt_dlvtable *get_vtable (lt_user_data loader_data);
+LT_SCOPE lt_dlvtable *get_vtable(lt_user_data loader_data);
 LT_END_C_DECLS
-
 
 /* Boilerplate code to set up the vtable for hooking this loader into
    libltdl's loader list:  */
-static int	 vl_exit  (lt_user_data loader_data);
-static lt_module vm_open  (lt_user_data loader_data, const char *filename,
-                           lt_dladvise advise);
-static int	 vm_close (lt_user_data loader_data, lt_module module);
-static void *	 vm_sym   (lt_user_data loader_data, lt_module module,
-			  const char *symbolname);
+static int vl_exit(lt_user_data loader_data);
+static lt_module vm_open(lt_user_data loader_data, const char *filename, lt_dladvise advise);
+static int vm_close(lt_user_data loader_data, lt_module module);
+static void *vm_sym(lt_user_data loader_data, lt_module module, const char *symbolname);
 
 static lt_dlvtable *vtable = 0;
 
 /* Return the vtable for this loader, only the name and sym_prefix
    attributes (plus the virtual function implementations, obviously)
    change between loaders.  */
-lt_dlvtable *
-get_vtable (lt_user_data loader_data)
+lt_dlvtable *get_vtable(lt_user_data loader_data)
 {
-  if (!vtable)
-    {
-      vtable = (lt_dlvtable *) lt__zalloc (sizeof *vtable);
-    }
+        if (!vtable) {
+                vtable = (lt_dlvtable *)lt__zalloc(sizeof *vtable);
+        }
 
-  if (vtable && !vtable->name)
-    {
-      vtable->name		= "lt_dlopen";
+        if (vtable && !vtable->name) {
+                vtable->name = "lt_dlopen";
 #if defined DLSYM_USCORE
-      vtable->sym_prefix	= "_";
+                vtable->sym_prefix = "_";
 #endif
-      vtable->module_open	= vm_open;
-      vtable->module_close	= vm_close;
-      vtable->find_sym		= vm_sym;
-      vtable->dlloader_exit	= vl_exit;
-      vtable->dlloader_data	= loader_data;
-      vtable->priority		= LT_DLLOADER_PREPEND;
-    }
+                vtable->module_open = vm_open;
+                vtable->module_close = vm_close;
+                vtable->find_sym = vm_sym;
+                vtable->dlloader_exit = vl_exit;
+                vtable->dlloader_data = loader_data;
+                vtable->priority = LT_DLLOADER_PREPEND;
+        }
 
-  if (vtable && (vtable->dlloader_data != loader_data))
-    {
-      LT__SETERROR (INIT_LOADER);
-      return 0;
-    }
+        if (vtable && (vtable->dlloader_data != loader_data)) {
+                LT__SETERROR(INIT_LOADER);
+                return 0;
+        }
 
-  return vtable;
+        return vtable;
 }
-
-
 
 /* --- IMPLEMENTATION --- */
 
-
 #if defined HAVE_DLFCN_H
-#  include <dlfcn.h>
+#include <dlfcn.h>
 #endif
 
 #if defined HAVE_SYS_DL_H
-#  include <sys/dl.h>
+#include <sys/dl.h>
 #endif
-
 
 /* We may have to define LT_LAZY_OR_NOW in the command line if we
    find out it does not work in some platform. */
 #if !defined LT_LAZY_OR_NOW
-#  if defined RTLD_LAZY
-#    define LT_LAZY_OR_NOW	RTLD_LAZY
-#  else
-#    if defined DL_LAZY
-#      define LT_LAZY_OR_NOW	DL_LAZY
-#    endif
-#  endif /* !RTLD_LAZY */
+#if defined RTLD_LAZY
+#define LT_LAZY_OR_NOW RTLD_LAZY
+#else
+#if defined DL_LAZY
+#define LT_LAZY_OR_NOW DL_LAZY
+#endif
+#endif /* !RTLD_LAZY */
 #endif
 #if !defined LT_LAZY_OR_NOW
-#  if defined RTLD_NOW
-#    define LT_LAZY_OR_NOW	RTLD_NOW
-#  else
-#    if defined DL_NOW
-#      define LT_LAZY_OR_NOW	DL_NOW
-#    endif
-#  endif /* !RTLD_NOW */
+#if defined RTLD_NOW
+#define LT_LAZY_OR_NOW RTLD_NOW
+#else
+#if defined DL_NOW
+#define LT_LAZY_OR_NOW DL_NOW
+#endif
+#endif /* !RTLD_NOW */
 #endif
 #if !defined LT_LAZY_OR_NOW
-#  define LT_LAZY_OR_NOW	0
+#define LT_LAZY_OR_NOW 0
 #endif /* !LT_LAZY_OR_NOW */
 
 /* We only support local and global symbols from modules for loaders
    that provide such a thing, otherwise the system default is used.  */
 #if !defined RTLD_GLOBAL
-#  if defined DL_GLOBAL
-#    define RTLD_GLOBAL		DL_GLOBAL
-#  endif
+#if defined DL_GLOBAL
+#define RTLD_GLOBAL DL_GLOBAL
+#endif
 #endif /* !RTLD_GLOBAL */
 #if !defined RTLD_LOCAL
-#  if defined DL_LOCAL
-#    define RTLD_LOCAL		DL_LOCAL
-#  endif
+#if defined DL_LOCAL
+#define RTLD_LOCAL DL_LOCAL
+#endif
 #endif /* !RTLD_LOCAL */
 
 #if defined HAVE_DLERROR
-#  define DLERROR(arg)	dlerror ()
+#define DLERROR(arg) dlerror()
 #else
-#  define DLERROR(arg)	LT__STRERROR (arg)
+#define DLERROR(arg) LT__STRERROR(arg)
 #endif
 
-#define DL__SETERROR(errorcode) \
-	LT__SETERRORSTR (DLERROR (errorcode))
-
+#define DL__SETERROR(errorcode) LT__SETERRORSTR(DLERROR(errorcode))
 
 /* A function called through the vtable when this loader is no
    longer needed by the application.  */
-static int
-vl_exit (lt_user_data loader_data LT__UNUSED)
+static int vl_exit(lt_user_data loader_data LT__UNUSED)
 {
-  vtable = NULL;
-  return 0;
+        vtable = NULL;
+        return 0;
 }
-
 
 /* A function called through the vtable to open a module with this
    loader.  Returns an opaque representation of the newly opened
    module for processing with this loader's other vtable functions.  */
-static lt_module
-vm_open (lt_user_data loader_data LT__UNUSED, const char *filename,
-         lt_dladvise advise)
+static lt_module vm_open(lt_user_data loader_data LT__UNUSED, const char *filename, lt_dladvise advise)
 {
-  int		module_flags = LT_LAZY_OR_NOW;
-  lt_module	module;
+        int module_flags = LT_LAZY_OR_NOW;
+        lt_module module;
 #ifdef RTLD_MEMBER
-  int		len = LT_STRLEN (filename);
+        int len = LT_STRLEN(filename);
 #endif
 
-  if (advise)
-    {
+        if (advise) {
 #ifdef RTLD_GLOBAL
-      /* If there is some means of asking for global symbol resolution,
-         do so.  */
-      if (advise->is_symglobal)
-        module_flags |= RTLD_GLOBAL;
+                /* If there is some means of asking for global symbol resolution,
+                   do so.  */
+                if (advise->is_symglobal)
+                        module_flags |= RTLD_GLOBAL;
 #else
-      /* Otherwise, reset that bit so the caller can tell it wasn't
-         acted on.  */
-      advise->is_symglobal = 0;
+                /* Otherwise, reset that bit so the caller can tell it wasn't
+                   acted on.  */
+                advise->is_symglobal = 0;
 #endif
 
 /* And similarly for local only symbol resolution.  */
 #ifdef RTLD_LOCAL
-      if (advise->is_symlocal)
-        module_flags |= RTLD_LOCAL;
+                if (advise->is_symlocal)
+                        module_flags |= RTLD_LOCAL;
 #else
-      advise->is_symlocal = 0;
+                advise->is_symlocal = 0;
 #endif
-    }
+        }
 
-#ifdef RTLD_MEMBER /* AIX */
-  if (len >= 4) /* at least "l(m)" */
-    {
-      /* Advise loading an archive member only if the filename really
-	 contains both the opening and closing parent, and a member. */
-      if (filename[len-1] == ')')
-	{
-	  const char *opening = strrchr(filename, '(');
-	  if (opening && opening < (filename+len-2) && strchr(opening+1, '/') == NULL)
-	    module_flags |= RTLD_MEMBER;
-	}
-    }
+#ifdef RTLD_MEMBER    /* AIX */
+        if (len >= 4) /* at least "l(m)" */
+        {
+                /* Advise loading an archive member only if the filename really
+                   contains both the opening and closing parent, and a member. */
+                if (filename[len - 1] == ')') {
+                        const char *opening = strrchr(filename, '(');
+                        if (opening && opening < (filename + len - 2) && strchr(opening + 1, '/') == NULL)
+                                module_flags |= RTLD_MEMBER;
+                }
+        }
 #endif
 
-  module = dlopen (filename, module_flags);
+        module = dlopen(filename, module_flags);
 
 #if defined RTLD_MEMBER && defined LT_SHARED_LIB_MEMBER
-  if (!module && len && !(module_flags & RTLD_MEMBER) && errno == ENOEXEC)
-    {
-      /* Loading without a member specified failed with "Exec format error".
-	 So the file is there, but either has wrong bitwidth, or is an
-	 archive eventually containing the default shared archive member.
-	 Retry with default member, getting same error in worst case. */
-      const char *member = LT_SHARED_LIB_MEMBER;
+        if (!module && len && !(module_flags & RTLD_MEMBER) && errno == ENOEXEC) {
+                /* Loading without a member specified failed with "Exec format error".
+                   So the file is there, but either has wrong bitwidth, or is an
+                   archive eventually containing the default shared archive member.
+                   Retry with default member, getting same error in worst case. */
+                const char *member = LT_SHARED_LIB_MEMBER;
 
-      char *attempt = MALLOC (char, len + strlen (member) + 1);
-      if (!attempt)
-	{
-	  LT__SETERROR (NO_MEMORY);
-	  return module;
-	}
+                char *attempt = MALLOC(char, len + strlen(member) + 1);
+                if (!attempt) {
+                        LT__SETERROR(NO_MEMORY);
+                        return module;
+                }
 
-      sprintf (attempt, "%s%s", filename, member);
-      module = vm_open (loader_data, attempt, advise);
-      FREE (attempt);
-      return module;
-    }
+                sprintf(attempt, "%s%s", filename, member);
+                module = vm_open(loader_data, attempt, advise);
+                FREE(attempt);
+                return module;
+        }
 #endif
 
-  if (!module)
-    {
-      DL__SETERROR (CANNOT_OPEN);
-    }
+        if (!module) {
+                DL__SETERROR(CANNOT_OPEN);
+        }
 
-  return module;
+        return module;
 }
-
 
 /* A function called through the vtable when a particular module
    should be unloaded.  */
-static int
-vm_close (lt_user_data loader_data LT__UNUSED, lt_module module)
+static int vm_close(lt_user_data loader_data LT__UNUSED, lt_module module)
 {
-  int errors = 0;
+        int errors = 0;
 
-  if (dlclose (module) != 0)
-    {
-      DL__SETERROR (CANNOT_CLOSE);
-      ++errors;
-    }
+        if (dlclose(module) != 0) {
+                DL__SETERROR(CANNOT_CLOSE);
+                ++errors;
+        }
 
-  return errors;
+        return errors;
 }
-
 
 /* A function called through the vtable to get the address of
    a symbol loaded from a particular module.  */
-static void *
-vm_sym (lt_user_data loader_data LT__UNUSED, lt_module module, const char *name)
+static void *vm_sym(lt_user_data loader_data LT__UNUSED, lt_module module, const char *name)
 {
-  void *address = dlsym (module, name);
+        void *address = dlsym(module, name);
 
-  if (!address)
-    {
-      DL__SETERROR (SYMBOL_NOT_FOUND);
-    }
+        if (!address) {
+                DL__SETERROR(SYMBOL_NOT_FOUND);
+        }
 
-  return address;
+        return address;
 }

@@ -36,132 +36,109 @@ or obtained by writing to the Free Software Foundation, Inc.,
    collisions when the loader code is statically linked into libltdl.
    Use the "<module_name>_LTX_" prefix so that the symbol addresses can
    be fetched from the preloaded symbol list by lt_dlsym():  */
-#define get_vtable	load_add_on_LTX_get_vtable
+#define get_vtable load_add_on_LTX_get_vtable
 
 LT_BEGIN_C_DECLS
-LT_SCOPE lt_dlvtable *get_vtable (lt_user_data loader_data);
+LT_SCOPE lt_dlvtable *get_vtable(lt_user_data loader_data);
 LT_END_C_DECLS
-
 
 /* Boilerplate code to set up the vtable for hooking this loader into
    libltdl's loader list:  */
-static int	 vl_exit  (lt_user_data loader_data);
-static lt_module vm_open  (lt_user_data loader_data, const char *filename,
-                           lt_dladvise advise);
-static int	 vm_close (lt_user_data loader_data, lt_module module);
-static void *	 vm_sym   (lt_user_data loader_data, lt_module module,
-			  const char *symbolname);
+static int vl_exit(lt_user_data loader_data);
+static lt_module vm_open(lt_user_data loader_data, const char *filename, lt_dladvise advise);
+static int vm_close(lt_user_data loader_data, lt_module module);
+static void *vm_sym(lt_user_data loader_data, lt_module module, const char *symbolname);
 
 static lt_dlvtable *vtable = 0;
 
 /* Return the vtable for this loader, only the name and sym_prefix
    attributes (plus the virtual function implementations, obviously)
    change between loaders.  */
-lt_dlvtable *
-get_vtable (lt_user_data loader_data)
+lt_dlvtable *get_vtable(lt_user_data loader_data)
 {
-  if (!vtable)
-    {
-      vtable = lt__zalloc (sizeof *vtable);
-    }
+        if (!vtable) {
+                vtable = lt__zalloc(sizeof *vtable);
+        }
 
-  if (vtable && !vtable->name)
-    {
-      vtable->name		= "lt_load_add_on";
-      vtable->module_open	= vm_open;
-      vtable->module_close	= vm_close;
-      vtable->find_sym		= vm_sym;
-      vtable->dlloader_exit	= vl_exit;
-      vtable->dlloader_data	= loader_data;
-      vtable->priority		= LT_DLLOADER_APPEND;
-    }
+        if (vtable && !vtable->name) {
+                vtable->name = "lt_load_add_on";
+                vtable->module_open = vm_open;
+                vtable->module_close = vm_close;
+                vtable->find_sym = vm_sym;
+                vtable->dlloader_exit = vl_exit;
+                vtable->dlloader_data = loader_data;
+                vtable->priority = LT_DLLOADER_APPEND;
+        }
 
-  if (vtable && (vtable->dlloader_data != loader_data))
-    {
-      LT__SETERROR (INIT_LOADER);
-      return 0;
-    }
+        if (vtable && (vtable->dlloader_data != loader_data)) {
+                LT__SETERROR(INIT_LOADER);
+                return 0;
+        }
 
-  return vtable;
+        return vtable;
 }
 
-
-
 /* --- IMPLEMENTATION --- */
-
 
 #include <kernel/image.h>
 
 /* A function called through the vtable when this loader is no
    longer needed by the application.  */
-static int
-vl_exit (lt_user_data loader_data LT__UNUSED)
+static int vl_exit(lt_user_data loader_data LT__UNUSED)
 {
-  vtable = NULL;
-  return 0;
+        vtable = NULL;
+        return 0;
 }
 
 /* A function called through the vtable to open a module with this
    loader.  Returns an opaque representation of the newly opened
    module for processing with this loader's other vtable functions.  */
-static lt_module
-vm_open (lt_user_data loader_data LT__UNUSED, const char *filename,
-         lt_dladvise advise LT__UNUSED)
+static lt_module vm_open(lt_user_data loader_data LT__UNUSED, const char *filename, lt_dladvise advise LT__UNUSED)
 {
-  image_id image = 0;
+        image_id image = 0;
 
-  if (filename)
-    {
-      image = load_add_on (filename);
-    }
-  else
-    {
-      image_info info;
-      int32 cookie = 0;
-      if (get_next_image_info (0, &cookie, &info) == B_OK)
-	image = load_add_on (info.name);
-    }
+        if (filename) {
+                image = load_add_on(filename);
+        } else {
+                image_info info;
+                int32 cookie = 0;
+                if (get_next_image_info(0, &cookie, &info) == B_OK)
+                        image = load_add_on(info.name);
+        }
 
-  if (image <= 0)
-    {
-      LT__SETERROR (CANNOT_OPEN);
-      image = 0;
-    }
+        if (image <= 0) {
+                LT__SETERROR(CANNOT_OPEN);
+                image = 0;
+        }
 
-  return (lt_module) image;
+        return (lt_module)image;
 }
-
 
 /* A function called through the vtable when a particular module
    should be unloaded.  */
-static int
-vm_close (lt_user_data loader_data LT__UNUSED, lt_module module)
+static int vm_close(lt_user_data loader_data LT__UNUSED, lt_module module)
 {
-  int errors = 0;
+        int errors = 0;
 
-  if (unload_add_on ((image_id) module) != B_OK)
-    {
-      LT__SETERROR (CANNOT_CLOSE);
-      ++errors;
-    }
+        if (unload_add_on((image_id)module) != B_OK) {
+                LT__SETERROR(CANNOT_CLOSE);
+                ++errors;
+        }
 
-  return errors;
+        return errors;
 }
-
 
 /* A function called through the vtable to get the address of
    a symbol loaded from a particular module.  */
-static void *
-vm_sym (lt_user_data loader_data LT__UNUSED, lt_module module, const char *name)
+static void *vm_sym(lt_user_data loader_data LT__UNUSED, lt_module module, const char *name)
 {
-  void *address = 0;
-  image_id image = (image_id) module;
+        void *address = 0;
+        image_id image = (image_id)module;
 
-  if (get_image_symbol (image, name, B_SYMBOL_TYPE_ANY, address) != B_OK)
-    {
-      LT__SETERROR (SYMBOL_NOT_FOUND);
-      address = 0;
-    }
+        if (get_image_symbol(image, name, B_SYMBOL_TYPE_ANY, address) != B_OK) {
+                LT__SETERROR(SYMBOL_NOT_FOUND);
+                address = 0;
+        }
 
-  return address;
+        return address;
 }

@@ -36,352 +36,286 @@ or obtained by writing to the Free Software Foundation, Inc.,
    collisions when the loader code is statically linked into libltdl.
    Use the "<module_name>_LTX_" prefix so that the symbol addresses can
    be fetched from the preloaded symbol list by lt_dlsym():  */
-#define get_vtable	preopen_LTX_get_vtable
+#define get_vtable preopen_LTX_get_vtable
 
 LT_BEGIN_C_DECLS
-LT_SCOPE lt_dlvtable *get_vtable (lt_user_data loader_data);
+LT_SCOPE lt_dlvtable *get_vtable(lt_user_data loader_data);
 LT_END_C_DECLS
-
 
 /* Boilerplate code to set up the vtable for hooking this loader into
    libltdl's loader list:  */
-static int	 vl_init  (lt_user_data loader_data);
-static int	 vl_exit  (lt_user_data loader_data);
-static lt_module vm_open  (lt_user_data loader_data, const char *filename,
-                           lt_dladvise advise);
-static int	 vm_close (lt_user_data loader_data, lt_module module);
-static void *	 vm_sym   (lt_user_data loader_data, lt_module module,
-			  const char *symbolname);
+static int vl_init(lt_user_data loader_data);
+static int vl_exit(lt_user_data loader_data);
+static lt_module vm_open(lt_user_data loader_data, const char *filename, lt_dladvise advise);
+static int vm_close(lt_user_data loader_data, lt_module module);
+static void *vm_sym(lt_user_data loader_data, lt_module module, const char *symbolname);
 
 static lt_dlvtable *vtable = 0;
 
 /* Return the vtable for this loader, only the name and sym_prefix
    attributes (plus the virtual function implementations, obviously)
    change between loaders.  */
-lt_dlvtable *
-get_vtable (lt_user_data loader_data)
+lt_dlvtable *get_vtable(lt_user_data loader_data)
 {
-  if (!vtable)
-    {
-      vtable = (lt_dlvtable *) lt__zalloc (sizeof *vtable);
-    }
+        if (!vtable) {
+                vtable = (lt_dlvtable *)lt__zalloc(sizeof *vtable);
+        }
 
-  if (vtable && !vtable->name)
-    {
-      vtable->name		= "lt_preopen";
-      vtable->sym_prefix	= 0;
-      vtable->module_open	= vm_open;
-      vtable->module_close	= vm_close;
-      vtable->find_sym		= vm_sym;
-      vtable->dlloader_init	= vl_init;
-      vtable->dlloader_exit	= vl_exit;
-      vtable->dlloader_data	= loader_data;
-      vtable->priority		= LT_DLLOADER_PREPEND;
-    }
+        if (vtable && !vtable->name) {
+                vtable->name = "lt_preopen";
+                vtable->sym_prefix = 0;
+                vtable->module_open = vm_open;
+                vtable->module_close = vm_close;
+                vtable->find_sym = vm_sym;
+                vtable->dlloader_init = vl_init;
+                vtable->dlloader_exit = vl_exit;
+                vtable->dlloader_data = loader_data;
+                vtable->priority = LT_DLLOADER_PREPEND;
+        }
 
-  if (vtable && (vtable->dlloader_data != loader_data))
-    {
-      LT__SETERROR (INIT_LOADER);
-      return 0;
-    }
+        if (vtable && (vtable->dlloader_data != loader_data)) {
+                LT__SETERROR(INIT_LOADER);
+                return 0;
+        }
 
-  return vtable;
+        return vtable;
 }
-
-
 
 /* --- IMPLEMENTATION --- */
 
-
 /* Wrapper type to chain together symbol lists of various origins.  */
-typedef struct symlist_chain
-{
-  struct symlist_chain *next;
-  const lt_dlsymlist   *symlist;
+typedef struct symlist_chain {
+        struct symlist_chain *next;
+        const lt_dlsymlist *symlist;
 } symlist_chain;
 
-
-static int add_symlist   (const lt_dlsymlist *symlist);
-static int free_symlists (void);
+static int add_symlist(const lt_dlsymlist *symlist);
+static int free_symlists(void);
 
 /* The start of the symbol lists chain.  */
-static symlist_chain	       *preloaded_symlists		= 0;
+static symlist_chain *preloaded_symlists = 0;
 
 /* A symbol list preloaded before lt_init() was called.  */
-static const	lt_dlsymlist   *default_preloaded_symbols	= 0;
-
+static const lt_dlsymlist *default_preloaded_symbols = 0;
 
 /* A function called through the vtable to initialise this loader.  */
-static int
-vl_init (lt_user_data loader_data LT__UNUSED)
+static int vl_init(lt_user_data loader_data LT__UNUSED)
 {
-  int errors = 0;
+        int errors = 0;
 
-  preloaded_symlists = 0;
-  if (default_preloaded_symbols)
-    {
-      errors = lt_dlpreload (default_preloaded_symbols);
-    }
+        preloaded_symlists = 0;
+        if (default_preloaded_symbols) {
+                errors = lt_dlpreload(default_preloaded_symbols);
+        }
 
-  return errors;
+        return errors;
 }
-
 
 /* A function called through the vtable when this loader is no
    longer needed by the application.  */
-static int
-vl_exit (lt_user_data loader_data LT__UNUSED)
+static int vl_exit(lt_user_data loader_data LT__UNUSED)
 {
-  vtable = NULL;
-  free_symlists ();
-  return 0;
+        vtable = NULL;
+        free_symlists();
+        return 0;
 }
-
 
 /* A function called through the vtable to open a module with this
    loader.  Returns an opaque representation of the newly opened
    module for processing with this loader's other vtable functions.  */
-static lt_module
-vm_open (lt_user_data loader_data LT__UNUSED, const char *filename,
-         lt_dladvise advise LT__UNUSED)
+static lt_module vm_open(lt_user_data loader_data LT__UNUSED, const char *filename, lt_dladvise advise LT__UNUSED)
 {
-  symlist_chain *lists;
-  lt_module	 module = 0;
+        symlist_chain *lists;
+        lt_module module = 0;
 
-  if (!preloaded_symlists)
-    {
-      LT__SETERROR (NO_SYMBOLS);
-      goto done;
-    }
+        if (!preloaded_symlists) {
+                LT__SETERROR(NO_SYMBOLS);
+                goto done;
+        }
 
-  /* Can't use NULL as the reflective symbol header, as NULL is
-     used to mark the end of the entire symbol list.  Self-dlpreopened
-     symbols follow this magic number, chosen to be an unlikely
-     clash with a real module name.  */
-  if (!filename)
-    {
-      filename = "@PROGRAM@";
-    }
+        /* Can't use NULL as the reflective symbol header, as NULL is
+           used to mark the end of the entire symbol list.  Self-dlpreopened
+           symbols follow this magic number, chosen to be an unlikely
+           clash with a real module name.  */
+        if (!filename) {
+                filename = "@PROGRAM@";
+        }
 
-  for (lists = preloaded_symlists; lists; lists = lists->next)
-    {
-      const lt_dlsymlist *symbol;
-      for (symbol= lists->symlist; symbol->name; ++symbol)
-	{
-	  if (!symbol->address && STREQ (symbol->name, filename))
-	    {
-	      /* If the next symbol's name and address is 0, it means
-		 the module just contains the originator and no symbols.
-		 In this case we pretend that we never saw the module and
-	         hope that some other loader will be able to load the module
-	         and have access to its symbols */
-	      const lt_dlsymlist *next_symbol = symbol +1;
-	      if (next_symbol->address && next_symbol->name)
-		{
-	          module = (lt_module) lists->symlist;
-	          goto done;
-		}
-	    }
-	}
-    }
+        for (lists = preloaded_symlists; lists; lists = lists->next) {
+                const lt_dlsymlist *symbol;
+                for (symbol = lists->symlist; symbol->name; ++symbol) {
+                        if (!symbol->address && STREQ(symbol->name, filename)) {
+                                /* If the next symbol's name and address is 0, it means
+                                   the module just contains the originator and no symbols.
+                                   In this case we pretend that we never saw the module and
+                                   hope that some other loader will be able to load the module
+                                   and have access to its symbols */
+                                const lt_dlsymlist *next_symbol = symbol + 1;
+                                if (next_symbol->address && next_symbol->name) {
+                                        module = (lt_module)lists->symlist;
+                                        goto done;
+                                }
+                        }
+                }
+        }
 
-  LT__SETERROR (FILE_NOT_FOUND);
+        LT__SETERROR(FILE_NOT_FOUND);
 
- done:
-  return module;
+done:
+        return module;
 }
-
 
 /* A function called through the vtable when a particular module
    should be unloaded.  */
-static int
-vm_close (lt_user_data loader_data LT__UNUSED, lt_module module LT__UNUSED)
+static int vm_close(lt_user_data loader_data LT__UNUSED, lt_module module LT__UNUSED)
 {
-  /* Just to silence gcc -Wall */
-  module = 0;
-  return 0;
+        /* Just to silence gcc -Wall */
+        module = 0;
+        return 0;
 }
-
 
 /* A function called through the vtable to get the address of
    a symbol loaded from a particular module.  */
-static void *
-vm_sym (lt_user_data loader_data LT__UNUSED, lt_module module, const char *name)
+static void *vm_sym(lt_user_data loader_data LT__UNUSED, lt_module module, const char *name)
 {
-  lt_dlsymlist	       *symbol = (lt_dlsymlist*) module;
+        lt_dlsymlist *symbol = (lt_dlsymlist *)module;
 
-  if (symbol[1].name && STREQ (symbol[1].name, "@INIT@"))
-    {
-      symbol++;			/* Skip optional init entry. */
-    }
+        if (symbol[1].name && STREQ(symbol[1].name, "@INIT@")) {
+                symbol++; /* Skip optional init entry. */
+        }
 
-  symbol +=2;			/* Skip header (originator then libname). */
+        symbol += 2; /* Skip header (originator then libname). */
 
-  while (symbol->name)
-    {
-      if (STREQ (symbol->name, name))
-	{
-	  return symbol->address;
-	}
+        while (symbol->name) {
+                if (STREQ(symbol->name, name)) {
+                        return symbol->address;
+                }
 
-    ++symbol;
-  }
+                ++symbol;
+        }
 
-  LT__SETERROR (SYMBOL_NOT_FOUND);
+        LT__SETERROR(SYMBOL_NOT_FOUND);
 
-  return 0;
+        return 0;
 }
-
-
 
 /* --- HELPER FUNCTIONS --- */
 
-
 /* The symbol lists themselves are not allocated from the heap, but
    we can unhook them and free up the chain of links between them.  */
-static int
-free_symlists (void)
+static int free_symlists(void)
 {
-  symlist_chain *lists;
+        symlist_chain *lists;
 
-  lists = preloaded_symlists;
-  while (lists)
-    {
-      symlist_chain *next = lists->next;
-      FREE (lists);
-      lists = next;
-    }
-  preloaded_symlists = 0;
+        lists = preloaded_symlists;
+        while (lists) {
+                symlist_chain *next = lists->next;
+                FREE(lists);
+                lists = next;
+        }
+        preloaded_symlists = 0;
 
-  return 0;
+        return 0;
 }
 
 /* Add a new symbol list to the global chain.  */
-static int
-add_symlist (const lt_dlsymlist *symlist)
+static int add_symlist(const lt_dlsymlist *symlist)
 {
-  symlist_chain *lists;
-  int		 errors   = 0;
+        symlist_chain *lists;
+        int errors = 0;
 
-  /* Search for duplicate entries:  */
-  for (lists = preloaded_symlists;
-       lists && lists->symlist != symlist; lists = lists->next)
-    /*NOWORK*/;
+        /* Search for duplicate entries:  */
+        for (lists = preloaded_symlists; lists && lists->symlist != symlist; lists = lists->next)
+                /*NOWORK*/;
 
-  /* Don't add the same list twice:  */
-  if (!lists)
-    {
-      symlist_chain *tmp = (symlist_chain *) lt__zalloc (sizeof *tmp);
+        /* Don't add the same list twice:  */
+        if (!lists) {
+                symlist_chain *tmp = (symlist_chain *)lt__zalloc(sizeof *tmp);
 
-      if (tmp)
-	{
-	  tmp->symlist = symlist;
-	  tmp->next = preloaded_symlists;
-	  preloaded_symlists = tmp;
+                if (tmp) {
+                        tmp->symlist = symlist;
+                        tmp->next = preloaded_symlists;
+                        preloaded_symlists = tmp;
 
-	  if (symlist[1].name && STREQ (symlist[1].name, "@INIT@"))
-	    {
-	      void (*init_symlist)(void);
-	      *(void **)(&init_symlist) = symlist[1].address;
-	      (*init_symlist)();
-	    }
-	}
-      else
-	{
-	  ++errors;
-	}
-    }
+                        if (symlist[1].name && STREQ(symlist[1].name, "@INIT@")) {
+                                void (*init_symlist)(void);
+                                *(void **)(&init_symlist) = symlist[1].address;
+                                (*init_symlist)();
+                        }
+                } else {
+                        ++errors;
+                }
+        }
 
-  return errors;
+        return errors;
 }
-
-
 
 /* --- PRELOADING API CALL IMPLEMENTATIONS --- */
 
-
 /* Save a default symbol list for later.  */
-int
-lt_dlpreload_default (const lt_dlsymlist *preloaded)
+int lt_dlpreload_default(const lt_dlsymlist *preloaded)
 {
-  default_preloaded_symbols = preloaded;
-  return 0;
+        default_preloaded_symbols = preloaded;
+        return 0;
 }
-
 
 /* Add a symbol list to the global chain, or with a NULL argument,
    revert to just the default list.  */
-int
-lt_dlpreload (const lt_dlsymlist *preloaded)
+int lt_dlpreload(const lt_dlsymlist *preloaded)
 {
-  int errors = 0;
+        int errors = 0;
 
-  if (preloaded)
-    {
-      errors = add_symlist (preloaded);
-    }
-  else
-    {
-      free_symlists();
+        if (preloaded) {
+                errors = add_symlist(preloaded);
+        } else {
+                free_symlists();
 
-      if (default_preloaded_symbols)
-	{
-	  errors = lt_dlpreload (default_preloaded_symbols);
-	}
-    }
+                if (default_preloaded_symbols) {
+                        errors = lt_dlpreload(default_preloaded_symbols);
+                }
+        }
 
-  return errors;
+        return errors;
 }
-
 
 /* Open all the preloaded modules from the named originator, executing
    a callback for each one.  If ORIGINATOR is NULL, then call FUNC for
    each preloaded module from the program itself.  */
-int
-lt_dlpreload_open (const char *originator, lt_dlpreload_callback_func *func)
+int lt_dlpreload_open(const char *originator, lt_dlpreload_callback_func *func)
 {
-  symlist_chain *list;
-  int		 errors = 0;
-  int		 found  = 0;
+        symlist_chain *list;
+        int errors = 0;
+        int found = 0;
 
-  /* For each symlist in the chain...  */
-  for (list = preloaded_symlists; list; list = list->next)
-    {
-      /* ...that was preloaded by the requesting ORIGINATOR... */
-      if ((originator && STREQ (list->symlist->name, originator))
-          || (!originator && STREQ (list->symlist->name, "@PROGRAM@")))
-	{
-	  const lt_dlsymlist *symbol;
-	  unsigned int idx = 0;
+        /* For each symlist in the chain...  */
+        for (list = preloaded_symlists; list; list = list->next) {
+                /* ...that was preloaded by the requesting ORIGINATOR... */
+                if ((originator && STREQ(list->symlist->name, originator)) ||
+                    (!originator && STREQ(list->symlist->name, "@PROGRAM@"))) {
+                        const lt_dlsymlist *symbol;
+                        unsigned int idx = 0;
 
-	  ++found;
+                        ++found;
 
-	  /* ...load the symbols per source compilation unit:
-	     (we preincrement the index to skip over the originator entry)  */
-	  while ((symbol = &list->symlist[++idx])->name != 0)
-	    {
-	      if ((symbol->address == 0)
-		  && (STRNEQ (symbol->name, "@PROGRAM@")))
-		{
-		  lt_dlhandle handle = lt_dlopen (symbol->name);
-		  if (handle == 0)
-		    {
-		      ++errors;
-		    }
-		  else
-		    {
-		      errors += (*func) (handle);
-		    }
-		}
-	    }
-	}
-    }
+                        /* ...load the symbols per source compilation unit:
+                           (we preincrement the index to skip over the originator entry)  */
+                        while ((symbol = &list->symlist[++idx])->name != 0) {
+                                if ((symbol->address == 0) && (STRNEQ(symbol->name, "@PROGRAM@"))) {
+                                        lt_dlhandle handle = lt_dlopen(symbol->name);
+                                        if (handle == 0) {
+                                                ++errors;
+                                        } else {
+                                                errors += (*func)(handle);
+                                        }
+                                }
+                        }
+                }
+        }
 
-  if (!found)
-    {
-      LT__SETERROR(CANNOT_OPEN);
-      ++errors;
-    }
+        if (!found) {
+                LT__SETERROR(CANNOT_OPEN);
+                ++errors;
+        }
 
-  return errors;
+        return errors;
 }
