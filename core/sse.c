@@ -37,8 +37,10 @@ static int sse_write(relay_sse *sse, const char *data, size_t len)
                 return RELAY_ERR;
         conn *c = sse->req->c;
         if (c->write_queued + c->out.len + len > settings_current()->stream_buffer) {
-                relay_req_log(sse->req, RELAY_LOG_WARN, "SSE client not reading: cut off after %zu unsent bytes",
-                              c->write_queued + c->out.len);
+                relay_req_log(
+                        sse->req, RELAY_LOG_WARN,
+                        "SSE client not reading: cut off (%zu bytes would be unsent; [limits] stream_buffer is %llu)",
+                        c->write_queued + c->out.len + len, (unsigned long long)settings_current()->stream_buffer);
                 conn_close(c);
                 return RELAY_ERR;
         }

@@ -4,3 +4,10 @@ relayplugins_LTLIBRARIES =
 PLUGIN_LINK = -module -avoid-version -shared -no-undefined
 PLUGIN_LIBS = core/librelay.la $(JANSSON_LIBS)
 PLUGIN_CF = $(AM_CFLAGS) -fvisibility=hidden $(JANSSON_CFLAGS)
+# Names of the plugins built, for the installed relay.conf's load list.
+BUILT_PLUGINS =
+
+install-data-hook: install-plugin-dir
+install-plugin-dir:
+	$(MKDIR_P) $(DESTDIR)$(relaypluginsdir)
+.PHONY: install-plugin-dir
