@@ -4,10 +4,13 @@
 #include <string.h>
 #include <sodium.h>
 #include "daemon.h"
+#include "events_internal.h"
 #include "log.h"
+#include "migrate.h"
 #include "plugin_loader.h"
 #include "router.h"
 #include "settings.h"
+#include "storage.h"
 #include "worker.h"
 
 daemon_t relay_daemon;
@@ -39,7 +42,8 @@ static conf *load_conf(const char *file, char **overrides, size_t n, char *err, 
         conf *c = conf_load(file, overrides, n, err, err_len);
         if (!c)
                 return NULL;
-        if (settings_declare(c, RELAY_PLUGIN_DIR) != 0 || conf_validate(c, true, err, err_len) != 0) {
+        if (settings_declare(c, RELAY_PLUGIN_DIR) != 0 || storage_declare(c, RELAY_STORAGE_DIR) != 0 ||
+            conf_validate(c, true, err, err_len) != 0) {
                 conf_free(c);
                 return NULL;
         }
@@ -75,10 +79,21 @@ int daemon_setup(const char *config_file, char **overrides, size_t n_overrides, 
         /* Now that plugins have declared their keys, check their sections. */
         if (conf_validate(c, false, err, err_len) != 0)
                 return EXIT_CONFIG;
+        if (storage_open(check_only, err, err_len) != 0)
+                return EXIT_STORAGE;
+        if (!check_only && migrate_apply(storage_control_db(), err, err_len) != 0)
+                return EXIT_STORAGE;
         return 0;
 }
 
-int daemon_start_plugins(char *err, size_t err_len) { return plugins_start(err, err_len) == 0 ? 0 : EXIT_INIT; }
+int daemon_start_plugins(char *err, size_t err_len)
+{
+        if (plugins_start(err, err_len) != 0)
+                return EXIT_INIT;
+        events_start();
+        jobs_start();
+        return 0;
+}
 
 char *daemon_plugin_dir(const char *config_file, char **overrides, size_t n_overrides)
 {
@@ -92,6 +107,10 @@ char *daemon_plugin_dir(const char *config_file, char **overrides, size_t n_over
 
 void daemon_teardown(void)
 {
+        events_free();
+        jobs_free();
+        migrate_free();
+        storage_close();
         plugins_unload();
         for (size_t i = 0; i < relay_daemon.n_workers; i++)
                 worker_free(relay_daemon.workers[i]);

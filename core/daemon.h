@@ -76,7 +76,8 @@ enum {
         EXIT_CONFIG = 1, /* unreadable or invalid configuration */
         EXIT_PLUGIN = 2, /* a plugin missing, incompatible or unorderable */
         EXIT_INIT = 3,   /* a plugin's init() or start() failed */
-        EXIT_LISTEN = 4  /* an address could not be bound */
+        EXIT_LISTEN = 4, /* an address could not be bound */
+        EXIT_STORAGE = 5 /* storage driver missing, database unreachable, or a migration failed */
 };
 
 /* Reads the configuration, loads and initialises the plugins.  CHECK_ONLY

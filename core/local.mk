@@ -8,9 +8,13 @@ core_libcore_la_SOURCES = \
 	core/config_file.c core/config_file.h \
 	core/conn.c core/http.h \
 	core/daemon.c core/daemon.h \
+	core/db_result.c core/db_result.h \
+	core/events.c core/events_internal.h \
 	core/health.c \
+	core/jobs.c \
 	core/log.c core/log.h \
 	core/metrics.c core/metrics.h \
+	core/migrate.c core/migrate.h \
 	core/net_addr.c core/net_addr.h \
 	core/plugin_api.c \
 	core/plugin_loader.c core/plugin_loader.h \
@@ -21,11 +25,13 @@ core_libcore_la_SOURCES = \
 	core/server_cli.c \
 	core/settings.c core/settings.h \
 	core/sse.c \
+	core/storage.c core/storage.h \
 	core/stream.c \
+	core/strmap.c \
 	core/util.c \
 	core/work.c \
 	core/worker.c core/worker.h
-core_libcore_la_CFLAGS = $(AM_CFLAGS) -fvisibility=hidden \
+core_libcore_la_CFLAGS = $(AM_CFLAGS) -fvisibility=hidden -DRELAY_STORAGE_DIR='"$(relaystoragedir)"' \
 	$(LIBUV_CFLAGS) $(SODIUM_CFLAGS) $(JANSSON_CFLAGS) $(LLHTTP_CFLAGS) $(LTDLINCL)
 core_libcore_la_LIBADD = $(LIBUV_LIBS) $(SODIUM_LIBS) $(JANSSON_LIBS) $(LLHTTP_LIBS) $(LIBLTDL) $(PTHREAD_LIBS)
 

@@ -11,6 +11,7 @@
 #include "log.h"
 #include "net_addr.h"
 #include "settings.h"
+#include "storage.h"
 #include "worker.h"
 
 #define REQ_POOL_MAX 64
@@ -260,6 +261,7 @@ void req_finish(relay_req *req)
                 log_write(RELAY_LOG_INFO, req->plugin ? req->plugin->name : "http", req->id, "%s %s %d %zu %.3fms",
                           req->method ? req->method : "-", req->target ? req->target : "-", req->status, req->bytes_out,
                           (double)elapsed / 1e6);
+        storage_request_end(w->db, req->id);
         if (c && c->req == req)
                 c->req = NULL;
         if (c && !c->gone) {

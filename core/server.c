@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "daemon.h"
+#include "events_internal.h"
 #include "log.h"
 #include "net_addr.h"
 #include "plugin_loader.h"
@@ -37,11 +38,28 @@ static int bind_all(settings *s, int n_workers, int **fds_out, char *err, size_t
         for (size_t a = 0; a < n; a++) {
                 struct sockaddr_storage ss;
                 net_addr_parse(s->listen[a], &ss);
+                /* SO_REUSEPORT would let us join another process already
+                 * listening there: probe without it first, so a second
+                 * daemon on the same port fails instead of sharing it. */
+                int probe = net_bind_socket(&ss, 0, err, err_len);
+                if (probe < 0) {
+                        for (size_t i = 0; i < a; i++)
+                                for (int w = 0; w < n_workers; w++)
+                                        close(fds[(size_t)w * n + i]);
+                        free(fds);
+                        return -1;
+                }
+                socklen_t plen = sizeof(ss);
+                getsockname(probe, (struct sockaddr *)&ss, &plen); /* port 0: keep the one chosen */
+                close(probe);
                 for (int w = 0; w < n_workers; w++) {
                         int fd = net_bind_socket(&ss, n_workers > 1, err, err_len);
                         if (fd < 0) {
-                                for (size_t i = 0; i < (size_t)w * n + a; i++)
-                                        close(fds[i]);
+                                for (size_t i = 0; i < a; i++)
+                                        for (int v = 0; v < n_workers; v++)
+                                                close(fds[(size_t)v * n + i]);
+                                for (int v = 0; v < w; v++)
+                                        close(fds[(size_t)v * n + a]);
                                 free(fds);
                                 return -1;
                         }
@@ -120,6 +138,8 @@ static void on_worker_exit(uv_async_t *a)
                 return;
         for (size_t i = 0; i < relay_daemon.n_workers; i++)
                 worker_join(relay_daemon.workers[i]);
+        events_stop();
+        jobs_stop();
         plugins_stop();
         uv_walk(relay_daemon.loop, close_walk, NULL);
 }

@@ -11,6 +11,7 @@
 #include "relay/util.h"
 #include "server.h"
 #include "settings.h"
+#include "storage.h"
 #include "worker.h"
 
 #define SWEEP_MS 250
@@ -90,6 +91,8 @@ static void worker_main(void *arg)
                 arena_free(&r->mem);
                 free(r);
         }
+        storage_db_free(w->db); /* on its own thread, as it was used */
+        w->db = NULL;
         server_worker_exited();
 }
 

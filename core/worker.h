@@ -34,6 +34,7 @@ struct worker {
         size_t health_len;
         uint64_t health_at;
         worker_metrics metrics;
+        struct relay_db *db; /* this worker's storage connection, opened on first use */
 };
 
 enum { WAKE_DRAIN = 1, WAKE_FORCE = 2 };

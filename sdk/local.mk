@@ -3,6 +3,10 @@ relayincludedir = $(includedir)/relay
 relayinclude_HEADERS = \
 	sdk/include/relay/common.h \
 	sdk/include/relay/conf.h \
+	sdk/include/relay/db.h \
+	sdk/include/relay/driver.h \
+	sdk/include/relay/events.h \
+	sdk/include/relay/jobs.h \
 	sdk/include/relay/log.h \
 	sdk/include/relay/plugin.h \
 	sdk/include/relay/request.h \

@@ -8,7 +8,8 @@ TEST_PLUGIN_LIBS = core/librelay.la $(JANSSON_LIBS)
 
 check_LTLIBRARIES += tests/plugins/echo.la tests/plugins/consumer.la tests/plugins/styles.la \
 	tests/plugins/dup_route.la tests/plugins/fail_init.la tests/plugins/needs_missing.la \
-	tests/plugins/abi_future.la tests/plugins/abi_newer_minor.la tests/plugins/not_a_plugin.la
+	tests/plugins/abi_future.la tests/plugins/abi_newer_minor.la tests/plugins/not_a_plugin.la \
+	tests/plugins/storetest.la
 tests_plugins_echo_la_SOURCES = tests/plugins/echo.c
 tests_plugins_consumer_la_SOURCES = tests/plugins/consumer.c
 tests_plugins_styles_la_SOURCES = tests/plugins/styles.c
@@ -18,6 +19,10 @@ tests_plugins_needs_missing_la_SOURCES = tests/plugins/needs_missing.c
 tests_plugins_abi_future_la_SOURCES = tests/plugins/abi_future.c
 tests_plugins_abi_newer_minor_la_SOURCES = tests/plugins/abi_newer_minor.c
 tests_plugins_not_a_plugin_la_SOURCES = tests/plugins/not_a_plugin.c
+tests_plugins_storetest_la_SOURCES = tests/plugins/storetest.c
+tests_plugins_storetest_la_CFLAGS = $(TEST_PLUGIN_CF)
+tests_plugins_storetest_la_LDFLAGS = $(TEST_PLUGIN_LINK)
+tests_plugins_storetest_la_LIBADD = $(TEST_PLUGIN_LIBS)
 tests_plugins_not_a_plugin_la_LIBADD =
 tests_plugins_not_a_plugin_la_LDFLAGS = $(TEST_PLUGIN_LINK)
 tests_plugins_echo_la_CFLAGS = $(TEST_PLUGIN_CF)

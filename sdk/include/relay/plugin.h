@@ -23,6 +23,9 @@
 #include <relay/sse.h>
 #include <relay/stream.h>
 #include <relay/util.h>
+#include <relay/db.h>
+#include <relay/events.h>
+#include <relay/jobs.h>
 
 RELAY_BEGIN_DECLS
 

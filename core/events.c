@@ -1,0 +1,233 @@
+/* events.c - the transactional outbox (relay/events.h).
+ *
+ * relay_event_emit() inserts into relay_events with the caller's
+ * connection, so the event commits or rolls back with the change.  On
+ * PostgreSQL it first takes a transaction-scoped advisory lock: sequence
+ * numbers are handed out at insert time, and without the lock a later
+ * number could commit first and a reader past it would never see the
+ * earlier one.  SQLite has one writer at a time, so commit order is
+ * sequence order already.
+ *
+ * The dispatcher runs on the control thread: woken when a local
+ * transaction with events commits, and every [events] poll_interval for
+ * other daemons' events.  Each subscription stores the last sequence it
+ * handled (relay_event_cursors), so delivery resumes after a restart. */
+#include <stdlib.h>
+#include <string.h>
+#include "daemon.h"
+#include "events_internal.h"
+#include "log.h"
+#include "settings.h"
+#include "storage.h"
+
+#define OUTBOX_LOCK "727001"
+
+typedef struct subscription {
+        struct subscription *next;
+        relay_plugin *plugin;
+        char *name, *pattern;
+        relay_event_fn fn;
+        void *data;
+        int64_t cursor;    /* last sequence handled */
+        bool loaded;       /* cursor read from the database */
+        uint64_t retry_at; /* loop time before which a refused event waits */
+} subscription;
+
+static subscription *subs;
+static uv_async_t kick;
+static uv_timer_t poll_timer;
+static bool started;
+
+RELAY_API int relay_event_matches(const char *pattern, const char *type)
+{
+        if (!pattern || !type)
+                return 0;
+        if (strcmp(pattern, "*") == 0)
+                return 1;
+        size_t n = strlen(pattern);
+        if (n >= 2 && pattern[n - 1] == '*' && pattern[n - 2] == '.')
+                return strncmp(pattern, type, n - 1) == 0;
+        return strcmp(pattern, type) == 0;
+}
+
+RELAY_API int relay_event_emit(relay_db *db, const char *tenant, const char *type, json_t *payload, char *id_out)
+{
+        char id[40];
+        relay_id_new("evt_", id, sizeof(id));
+        if (!type || !*type) {
+                json_decref(payload);
+                return RELAY_DB_ERROR;
+        }
+        bool own = !relay_db_in_transaction(db);
+        int rc = own ? relay_db_begin(db) : RELAY_DB_OK;
+        if (rc == RELAY_DB_OK && strcmp(relay_db_dialect(db), "pgsql") == 0)
+                rc = relay_db_exec(db, NULL, "SELECT pg_advisory_xact_lock(" OUTBOX_LOCK ")", "");
+        if (rc == RELAY_DB_OK)
+                rc = relay_db_exec(
+                        db, NULL,
+                        "INSERT INTO relay_events (id, tenant, type, payload, created_ms) VALUES (?, ?, ?, ?, ?)",
+                        "sssji", id, tenant, type, payload ? payload : json_object(), relay_now_ms());
+        json_decref(payload);
+        if (rc == RELAY_DB_OK)
+                db->emitted = true;
+        if (own)
+                rc = rc == RELAY_DB_OK ? relay_db_commit(db) : (relay_db_rollback(db), rc);
+        if (rc == RELAY_DB_OK && id_out)
+                memcpy(id_out, id, strlen(id) + 1);
+        return rc;
+}
+
+RELAY_API int relay_event_subscribe(relay_plugin *p, const char *name, const char *pattern, relay_event_fn fn,
+                                    void *data)
+{
+        if (relay_daemon.initialising != p || !name || !pattern || !fn)
+                return RELAY_ERR;
+        subscription *s = calloc(1, sizeof(*s));
+        if (!s)
+                return RELAY_ERR;
+        size_t n = strlen(p->name) + strlen(name) + 2;
+        s->name = malloc(n);
+        s->pattern = strdup(pattern);
+        if (!s->name || !s->pattern) {
+                free(s->name), free(s->pattern), free(s);
+                return RELAY_ERR;
+        }
+        snprintf(s->name, n, "%s/%s", p->name, name); /* cursors are per plugin */
+        s->plugin = p;
+        s->fn = fn;
+        s->data = data;
+        subscription **tail = &subs;
+        while (*tail)
+                tail = &(*tail)->next;
+        *tail = s;
+        return RELAY_OK;
+}
+
+bool events_have_subscribers(void) { return subs != NULL; }
+
+/* ------------------------------------------------------------ dispatching */
+
+static int load_cursor(relay_db *db, subscription *s)
+{
+        relay_db_result *r;
+        int rc = relay_db_query(db, &r, "SELECT seq FROM relay_event_cursors WHERE name = ?", "s", s->name);
+        if (rc != RELAY_DB_OK)
+                return rc;
+        if (relay_db_next(r)) {
+                s->cursor = relay_db_int(r, 0);
+        } else {
+                /* A new subscriber starts at the present, not at the beginning of time. */
+                relay_db_result *m;
+                rc = relay_db_query(db, &m, "SELECT COALESCE(MAX(seq), 0) FROM relay_events", "");
+                s->cursor = rc == RELAY_DB_OK && relay_db_next(m) ? relay_db_int(m, 0) : 0;
+                relay_db_free(m);
+                if (rc == RELAY_DB_OK)
+                        rc = relay_db_exec(db, NULL, "INSERT INTO relay_event_cursors (name, seq) VALUES (?, ?)", "si",
+                                           s->name, s->cursor);
+        }
+        relay_db_free(r);
+        s->loaded = rc == RELAY_DB_OK;
+        return rc;
+}
+
+static int save_cursor(relay_db *db, subscription *s)
+{
+        return relay_db_exec(db, NULL, "UPDATE relay_event_cursors SET seq = ? WHERE name = ?", "is", s->cursor,
+                             s->name);
+}
+
+/* One batch for one subscription; true when it should run again at once. */
+static bool deliver_batch(relay_db *db, subscription *s, uint64_t now)
+{
+        settings *set = settings_current();
+        int64_t batch = conf_get_int(set->cfg, "events", "batch");
+        if (now < s->retry_at || (!s->loaded && load_cursor(db, s) != RELAY_DB_OK))
+                return false;
+        relay_db_result *r;
+        if (relay_db_query(db, &r,
+                           "SELECT seq, id, tenant, type, payload, created_ms FROM relay_events WHERE seq > ? "
+                           "ORDER BY seq LIMIT ?",
+                           "ii", s->cursor, batch) != RELAY_DB_OK)
+                return false;
+        int64_t start = s->cursor;
+        while (relay_db_next(r)) {
+                const char *type = relay_db_text(r, 3);
+                if (relay_event_matches(s->pattern, type)) {
+                        json_t *payload = relay_db_json(r, 4);
+                        relay_event ev = {.size = sizeof(ev),
+                                          .seq = relay_db_int(r, 0),
+                                          .id = relay_db_text(r, 1),
+                                          .tenant = relay_db_text(r, 2),
+                                          .type = type,
+                                          .payload = payload,
+                                          .created_ms = relay_db_int(r, 5)};
+                        int ok = s->fn(s->plugin, &ev, s->data);
+                        json_decref(payload);
+                        if (ok != RELAY_OK) {
+                                s->retry_at = now + conf_get_duration_ms(set->cfg, "events", "retry_delay");
+                                break;
+                        }
+                }
+                s->cursor = relay_db_int(r, 0);
+        }
+        bool full = (int64_t)relay_db_rows(r) == batch && s->retry_at <= now;
+        relay_db_free(r);
+        if (s->cursor != start && save_cursor(db, s) != RELAY_DB_OK)
+                log_warn("events: cannot store the position of %s: %s", s->name, relay_db_errmsg(db));
+        return full;
+}
+
+static void dispatch(void)
+{
+        relay_db *db = storage_control_db();
+        uint64_t now = uv_now(relay_daemon.loop);
+        for (subscription *s = subs; s; s = s->next)
+                for (int rounds = 0; rounds < 50 && deliver_batch(db, s, now); rounds++)
+                        ;
+}
+
+static void on_kick(uv_async_t *a) { dispatch(); }
+
+static void on_poll(uv_timer_t *t) { dispatch(); }
+
+void events_kick(void)
+{
+        if (started)
+                uv_async_send(&kick);
+}
+
+int events_start(void)
+{
+        if (!subs)
+                return 0;
+        /* Positions are read now, before any worker runs: a new subscriber
+         * starts at the present, and no event of this run may slip before it. */
+        for (subscription *s = subs; s; s = s->next)
+                if (load_cursor(storage_control_db(), s) != RELAY_DB_OK)
+                        log_warn("events: cannot read the position of %s: %s", s->name,
+                                 relay_db_errmsg(storage_control_db()));
+        uint64_t every = conf_get_duration_ms(settings_current()->cfg, "events", "poll_interval");
+        uv_async_init(relay_daemon.loop, &kick, on_kick);
+        uv_timer_init(relay_daemon.loop, &poll_timer);
+        uv_timer_start(&poll_timer, on_poll, 0, every ? every : 1000);
+        started = true;
+        return 0;
+}
+
+void events_stop(void)
+{
+        if (!started)
+                return;
+        started = false;
+        uv_close((uv_handle_t *)&kick, NULL);
+        uv_close((uv_handle_t *)&poll_timer, NULL);
+}
+
+void events_free(void)
+{
+        for (subscription *s = subs, *n; s; s = n) {
+                n = s->next;
+                free(s->name), free(s->pattern), free(s);
+        }
+        subs = NULL;
+}

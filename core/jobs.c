@@ -1,0 +1,284 @@
+/* jobs.c - the durable job queue (relay/jobs.h).
+ *
+ * A claim is one UPDATE ... RETURNING over the due jobs of a kind: on
+ * PostgreSQL the inner SELECT takes FOR UPDATE SKIP LOCKED, so daemons
+ * sharing the database never claim the same job; on SQLite the statement
+ * holds the database's single write lock.  A claim sets a lease and the
+ * daemon's id; completion only counts while both still hold, so a job
+ * whose lease expired and was claimed elsewhere is not completed twice. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "daemon.h"
+#include "events_internal.h"
+#include "log.h"
+#include "settings.h"
+#include "storage.h"
+
+typedef struct handler {
+        struct handler *next;
+        relay_plugin *plugin;
+        char *kind;
+        int concurrency, running;
+        relay_job_fn fn;
+        void *data;
+} handler;
+
+struct relay_job {
+        handler *h;
+        char id[40];
+        char *tenant, *kind, *target;
+        json_t *payload;
+        int attempt, max_attempts;
+        bool done;
+};
+
+static handler *handlers;
+static uv_async_t kick;
+static uv_timer_t poll_timer;
+static bool started;
+static char daemon_id[40]; /* who holds a lease */
+
+static uint64_t conf_ms(const char *key) { return conf_get_duration_ms(settings_current()->cfg, "jobs", key); }
+
+RELAY_API int relay_job_enqueue(relay_db *db, const relay_job_spec *spec, char *id_out)
+{
+        if (!db || !spec || spec->size < offsetof(relay_job_spec, max_attempts) + sizeof(int) || !spec->kind)
+                return RELAY_DB_ERROR;
+        char id[40];
+        relay_id_new("job_", id, sizeof(id));
+        int64_t now = relay_now_ms();
+        int max = spec->max_attempts > 0 ? spec->max_attempts
+                                         : (int)conf_get_int(settings_current()->cfg, "jobs", "max_attempts");
+        json_t *payload = spec->payload ? json_incref(spec->payload) : json_object();
+        int rc = relay_db_exec(db, NULL,
+                               "INSERT INTO relay_jobs (id, tenant, kind, queue, target, payload, state, attempts, "
+                               "max_attempts, run_at, created_at, updated_at) "
+                               "VALUES (?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?)",
+                               "sssssjiiii", id, spec->tenant, spec->kind, spec->queue ? spec->queue : "default",
+                               spec->target, payload, (int64_t)max, spec->run_at_ms ? spec->run_at_ms : now, now, now);
+        json_decref(payload);
+        if (rc != RELAY_DB_OK)
+                return rc;
+        if (relay_db_in_transaction(db))
+                db->enqueued = true; /* run it once the transaction commits */
+        else
+                jobs_kick();
+        if (id_out)
+                memcpy(id_out, id, strlen(id) + 1);
+        return RELAY_DB_OK;
+}
+
+RELAY_API int relay_job_handler(relay_plugin *p, const char *kind, int concurrency, relay_job_fn fn, void *data)
+{
+        if (relay_daemon.initialising != p || !kind || !fn)
+                return RELAY_ERR;
+        handler *h = calloc(1, sizeof(*h));
+        if (!h || !(h->kind = strdup(kind))) {
+                free(h);
+                return RELAY_ERR;
+        }
+        h->plugin = p;
+        h->concurrency = concurrency > 0 ? concurrency : 1;
+        h->fn = fn;
+        h->data = data;
+        h->next = handlers;
+        handlers = h;
+        return RELAY_OK;
+}
+
+bool jobs_have_handlers(void) { return handlers != NULL; }
+
+RELAY_API const char *relay_job_id(relay_job *job) { return job->id; }
+RELAY_API const char *relay_job_tenant(relay_job *job) { return job->tenant; }
+RELAY_API const char *relay_job_kind(relay_job *job) { return job->kind; }
+RELAY_API const char *relay_job_target(relay_job *job) { return job->target; }
+RELAY_API json_t *relay_job_payload(relay_job *job) { return job->payload; }
+RELAY_API int relay_job_attempt(relay_job *job) { return job->attempt; }
+
+static void job_free(relay_job *job)
+{
+        json_decref(job->payload);
+        free(job->tenant), free(job->kind), free(job->target);
+        free(job);
+}
+
+/* Exponential backoff with "equal jitter": half the delay fixed, half random,
+ * so retries of many failed jobs spread out instead of arriving together. */
+static int64_t backoff_ms(int attempt)
+{
+        uint64_t base = conf_ms("backoff_base"), max = conf_ms("backoff_max");
+        uint64_t d = base;
+        for (int i = 1; i < attempt && d < max; i++)
+                d *= 2;
+        if (d > max)
+                d = max;
+        uint32_t r;
+        relay_random(&r, sizeof(r));
+        return (int64_t)(d / 2 + (d / 2 ? r % (d / 2 + 1) : 0));
+}
+
+RELAY_API void relay_job_done(relay_job *job, int ok, const char *error, int64_t retry_after_ms)
+{
+        if (!job || job->done)
+                return;
+        job->done = true;
+        relay_db *db = storage_control_db();
+        int64_t now = relay_now_ms(), changes = 0;
+        int rc;
+        if (ok) {
+                rc = relay_db_exec(db, &changes,
+                                   "UPDATE relay_jobs SET state = 'done', lease_until = NULL, last_error = NULL, "
+                                   "updated_at = ? WHERE id = ? AND state = 'running' AND locked_by = ?",
+                                   "iss", now, job->id, daemon_id);
+        } else if (job->attempt >= job->max_attempts) {
+                rc = relay_db_exec(db, &changes,
+                                   "UPDATE relay_jobs SET state = 'dead', lease_until = NULL, last_error = ?, "
+                                   "updated_at = ? WHERE id = ? AND state = 'running' AND locked_by = ?",
+                                   "siss", error ? error : "failed", now, job->id, daemon_id);
+                log_write(RELAY_LOG_WARN, job->h->plugin->name, NULL, "job %s (%s) dead after %d attempts: %s", job->id,
+                          job->kind, job->attempt, error ? error : "failed");
+        } else {
+                int64_t delay = retry_after_ms > 0 ? retry_after_ms : backoff_ms(job->attempt);
+                rc = relay_db_exec(db, &changes,
+                                   "UPDATE relay_jobs SET state = 'queued', lease_until = NULL, last_error = ?, "
+                                   "run_at = ?, updated_at = ? WHERE id = ? AND state = 'running' AND locked_by = ?",
+                                   "siiss", error ? error : "failed", now + delay, now, job->id, daemon_id);
+        }
+        if (rc != RELAY_DB_OK)
+                log_warn("jobs: cannot record the end of %s: %s (its lease will expire)", job->id, relay_db_errmsg(db));
+        else if (changes == 0)
+                log_warn("jobs: %s lost its lease before finishing; its result is dropped", job->id);
+        job->h->running--;
+        job_free(job);
+        jobs_kick();
+}
+
+/* Jobs whose lease ran out with no attempts left go to the dead letters. */
+static void bury_expired(relay_db *db, int64_t now)
+{
+        relay_db_exec(db, NULL,
+                      "UPDATE relay_jobs SET state = 'dead', lease_until = NULL, updated_at = ?, "
+                      "last_error = COALESCE(last_error, 'lease expired') "
+                      "WHERE state = 'running' AND lease_until < ? AND attempts >= max_attempts",
+                      "ii", now, now);
+}
+
+static void claim(relay_db *db, handler *h, int64_t now)
+{
+        int want = h->concurrency - h->running;
+        if (want <= 0)
+                return;
+        char sql[1024];
+        snprintf(sql, sizeof(sql),
+                 "UPDATE relay_jobs SET state = 'running', attempts = attempts + 1, lease_until = ?, locked_by = ?, "
+                 "updated_at = ? WHERE id IN (SELECT id FROM relay_jobs WHERE kind = ? AND attempts < max_attempts "
+                 "AND ((state = 'queued' AND run_at <= ?) OR (state = 'running' AND lease_until < ?)) "
+                 "ORDER BY run_at LIMIT ?%s) "
+                 "RETURNING id, tenant, kind, target, payload, attempts, max_attempts",
+                 strcmp(relay_db_dialect(db), "pgsql") == 0 ? " FOR UPDATE SKIP LOCKED" : "");
+        relay_db_result *r;
+        if (relay_db_query(db, &r, sql, "isisiii", now + (int64_t)conf_ms("lease"), daemon_id, now, h->kind, now, now,
+                           (int64_t)want) != RELAY_DB_OK) {
+                log_warn("jobs: claim failed: %s", relay_db_errmsg(db));
+                return;
+        }
+        while (relay_db_next(r)) {
+                relay_job *job = calloc(1, sizeof(*job));
+                if (!job)
+                        break;
+                job->h = h;
+                snprintf(job->id, sizeof(job->id), "%s", relay_db_text(r, 0));
+                const char *tenant = relay_db_text(r, 1), *target = relay_db_text(r, 3);
+                job->tenant = tenant ? strdup(tenant) : NULL;
+                job->kind = strdup(relay_db_text(r, 2));
+                job->target = target ? strdup(target) : NULL;
+                job->payload = relay_db_json(r, 4);
+                if (!job->payload)
+                        job->payload = json_object();
+                job->attempt = (int)relay_db_int(r, 5);
+                job->max_attempts = (int)relay_db_int(r, 6);
+                h->running++;
+                h->fn(h->plugin, job, h->data);
+        }
+        relay_db_free(r);
+}
+
+static void poll_jobs(void)
+{
+        relay_db *db = storage_control_db();
+        int64_t now = relay_now_ms();
+        bury_expired(db, now);
+        for (handler *h = handlers; h; h = h->next)
+                claim(db, h, now);
+}
+
+static void on_kick(uv_async_t *a) { poll_jobs(); }
+static void on_poll(uv_timer_t *t) { poll_jobs(); }
+
+void jobs_kick(void)
+{
+        if (__atomic_load_n(&started, __ATOMIC_ACQUIRE))
+                uv_async_send(&kick);
+}
+
+int jobs_start(void)
+{
+        relay_id_new("dmn_", daemon_id, sizeof(daemon_id));
+        if (!handlers)
+                return 0;
+        uint64_t every = conf_ms("poll_interval");
+        uv_async_init(relay_daemon.loop, &kick, on_kick);
+        uv_timer_init(relay_daemon.loop, &poll_timer);
+        uv_timer_start(&poll_timer, on_poll, 0, every ? every : 1000);
+        __atomic_store_n(&started, true, __ATOMIC_RELEASE);
+        return 0;
+}
+
+void jobs_stop(void)
+{
+        if (!__atomic_load_n(&started, __ATOMIC_ACQUIRE))
+                return;
+        __atomic_store_n(&started, false, __ATOMIC_RELEASE);
+        uv_close((uv_handle_t *)&kick, NULL);
+        uv_close((uv_handle_t *)&poll_timer, NULL);
+}
+
+void jobs_free(void)
+{
+        for (handler *h = handlers, *n; h; h = n) {
+                n = h->next;
+                free(h->kind), free(h);
+        }
+        handlers = NULL;
+}
+
+/* ------------------------------------------------------------ operations */
+
+RELAY_API int relay_job_retry_now(relay_db *db, const char *tenant, const char *id)
+{
+        int64_t now = relay_now_ms(), changes = 0;
+        int rc = relay_db_exec(
+                db, &changes,
+                "UPDATE relay_jobs SET state = 'queued', run_at = ?, updated_at = ?, "
+                "max_attempts = CASE WHEN attempts >= max_attempts THEN attempts + 1 ELSE max_attempts END "
+                "WHERE id = ? AND tenant = ? AND state IN ('queued', 'dead')",
+                "iiss", now, now, id, tenant);
+        if (rc != RELAY_DB_OK)
+                return rc;
+        if (changes == 0)
+                return RELAY_ERR;
+        jobs_kick();
+        return RELAY_DB_OK;
+}
+
+RELAY_API int relay_job_list(relay_db *db, relay_db_result **out, const char *tenant, const char *state,
+                             const char *after_id, int limit)
+{
+        return relay_db_query(db, out,
+                              "SELECT id, kind, queue, target, state, attempts, max_attempts, run_at, last_error, "
+                              "created_at, updated_at FROM relay_jobs WHERE tenant = ? "
+                              "AND (CAST(? AS TEXT) IS NULL OR state = ?) AND (CAST(? AS TEXT) IS NULL OR id < ?) "
+                              "ORDER BY id DESC LIMIT ?",
+                              "sssssi", tenant, state, state, after_id, after_id, (int64_t)(limit > 0 ? limit : 50));
+}

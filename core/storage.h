@@ -1,0 +1,37 @@
+/* storage.h - the storage driver and the connections of each thread. */
+#ifndef RELAY_STORAGE_H
+#define RELAY_STORAGE_H
+
+#include <stdbool.h>
+#include "relay/driver.h"
+#include "config_file.h"
+
+struct relay_db {
+        const relay_storage_driver *drv;
+        relay_driver_conn *conn; /* NULL until first use, or after a failed open */
+        int depth;               /* transaction nesting: 0 none, 1 top, >1 savepoints */
+        bool emitted, enqueued;  /* the open transaction wrote events / jobs */
+        bool down;               /* the connection was lost; reconnect after down_until */
+        uint64_t down_until_ms, backoff_ms;
+        char err[512];
+};
+
+/* Declares the [storage], [events] and [jobs] keys. */
+int storage_declare(conf *c, const char *driver_dir);
+/* Loads the configured driver (and, unless CHECK_ONLY, opens the control
+ * thread's connection).  0, or -1 with ERR. */
+int storage_open(bool check_only, char *err, size_t err_len);
+void storage_close(void);
+bool storage_ready(void);
+
+/* A new connection handle for a thread (connects on first use). */
+relay_db *storage_db_new(void);
+void storage_db_free(relay_db *db);
+/* The control thread's connection. */
+relay_db *storage_control_db(void);
+/* Runs SQL with no parameters, several statements allowed (migrations). */
+int storage_script(relay_db *db, const char *sql);
+/* A request ended: roll back a transaction its handler left open. */
+void storage_request_end(relay_db *db, const char *request_id);
+
+#endif
