@@ -50,9 +50,10 @@ static conf *load_conf(const char *file, char **overrides, size_t n, char *err, 
         return c;
 }
 
-int daemon_setup(const char *config_file, char **overrides, size_t n_overrides, bool check_only, char *err,
+int daemon_setup(const char *config_file, char **overrides, size_t n_overrides, setup_mode mode, char *err,
                  size_t err_len)
 {
+        bool check_only = mode == SETUP_CHECK;
         relay_daemon.check_only = check_only;
         if (base_setup(err, err_len) != 0)
                 return EXIT_CONFIG;
@@ -65,7 +66,7 @@ int daemon_setup(const char *config_file, char **overrides, size_t n_overrides, 
                 return EXIT_CONFIG;
         }
         settings_publish(s);
-        if (!check_only && log_configure(s->log_file, s->log_level, s->log_fmt, err, err_len) != 0)
+        if (mode == SETUP_RUN && log_configure(s->log_file, s->log_level, s->log_fmt, err, err_len) != 0)
                 return EXIT_CONFIG;
         relay_daemon.core.error_style = s->error_style;
         if (health_register() != 0) {
@@ -81,7 +82,7 @@ int daemon_setup(const char *config_file, char **overrides, size_t n_overrides, 
                 return EXIT_CONFIG;
         if (storage_open(check_only, err, err_len) != 0)
                 return EXIT_STORAGE;
-        if (!check_only && migrate_apply(storage_control_db(), err, err_len) != 0)
+        if (mode == SETUP_RUN && migrate_apply(storage_control_db(), err, err_len) != 0)
                 return EXIT_STORAGE;
         return 0;
 }

@@ -80,10 +80,16 @@ enum {
         EXIT_STORAGE = 5 /* storage driver missing, database unreachable, or a migration failed */
 };
 
-/* Reads the configuration, loads and initialises the plugins.  CHECK_ONLY
- * (relay-server -t) stops before anything starts.  Returns 0 or an exit
+/* Reads the configuration, loads and initialises the plugins, and opens
+ * storage as MODE says.  Returns 0 or an exit
  * code, with the one-line reason in ERR. */
-int daemon_setup(const char *config_file, char **overrides, size_t n_overrides, bool check_only, char *err,
+typedef enum {
+        SETUP_RUN,   /* relay-server: open storage and apply migrations */
+        SETUP_CHECK, /* relay-server -t: load the driver, touch no database */
+        SETUP_ADMIN  /* relayctl: open storage, leave migrations to the command */
+} setup_mode;
+
+int daemon_setup(const char *config_file, char **overrides, size_t n_overrides, setup_mode mode, char *err,
                  size_t err_len);
 int daemon_start_plugins(char *err, size_t err_len);
 /* Frees everything (after server_run), so leak checkers see a clean exit. */

@@ -6,6 +6,7 @@ core_libcore_la_SOURCES = \
 	core/arena.c core/arena.h \
 	core/buf.c core/buf.h \
 	core/config_file.c core/config_file.h \
+	core/ctl_cli.c \
 	core/conn.c core/http.h \
 	core/daemon.c core/daemon.h \
 	core/db_result.c core/db_result.h \
@@ -53,3 +54,7 @@ core_librelay_la_LDFLAGS = $(AM_LDFLAGS) -version-info $(LIBRELAY_LT_VERSION) -n
 sbin_PROGRAMS += core/relay-server
 core_relay_server_SOURCES = core/main.c
 core_relay_server_LDADD = core/librelay.la
+
+bin_PROGRAMS += core/relayctl
+core_relayctl_SOURCES = core/relayctl.c
+core_relayctl_LDADD = core/librelay.la

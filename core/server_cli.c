@@ -76,7 +76,7 @@ RELAY_API int relay__server_main(int argc, char **argv)
                 return rc;
         }
         char err[2048] = "";
-        int rc = daemon_setup(config, overrides, n_overrides, check, err, sizeof(err));
+        int rc = daemon_setup(config, overrides, n_overrides, check ? SETUP_CHECK : SETUP_RUN, err, sizeof(err));
         if (rc == 0 && check) {
                 printf("relay-server: configuration %s is valid; %zu plugin%s ready\n", config, relay_daemon.n_plugins,
                        relay_daemon.n_plugins == 1 ? "" : "s");
