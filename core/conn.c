@@ -6,6 +6,7 @@
  * the read buffer after read_cb returns. */
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include "daemon.h"
 #include "http.h"
 #include "log.h"
@@ -227,21 +228,16 @@ void conn_accept(worker *w, uv_stream_t *server)
         int64_t open = __atomic_add_fetch(&relay_daemon.connections, 1, __ATOMIC_RELAXED);
         worker_conn_link(w, c);
         metrics_connection(&w->metrics, 1);
+        llhttp_init(&c->parser, HTTP_REQUEST, parser_settings());
+        c->parser.data = c;
         if (open > s->max_connections || w->draining) {
+                /* Over the limit: say so plainly, in the usual shape, and hang up. */
                 c->linger = true;
-                /* Over the limit: say so plainly and hang up. */
-                static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                                           "Content-Length: 61\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
-                                           "{\"error\":{\"code\":\"overloaded\",\"message\":\"too many connections\"}}";
-                uv_buf_t b = uv_buf_init((char *)busy, sizeof(busy) - 1);
-                uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
-                c->state = CONN_CLOSING;
-                finish_close(c);
+                response_protocol_error(c, 503, "too many connections");
+                close_after_flush(c);
                 return;
         }
         uv_tcp_nodelay(&c->tcp, 1);
-        llhttp_init(&c->parser, HTTP_REQUEST, parser_settings());
-        c->parser.data = c;
         c->state = CONN_IDLE;
         c->deadline = uv_now(&w->loop) + s->header_timeout_ms;
         start_reading(c);
@@ -390,7 +386,7 @@ void conn_sweep(worker *w, uint64_t now)
                 if (c->shutting || c->state == CONN_IDLE || (c->state == CONN_HEADERS && !c->req)) {
                         conn_close(c);
                 } else if (c->state == CONN_HEADERS || c->state == CONN_BODY) {
-                        log_write(RELAY_LOG_INFO, "http", c->req ? c->req->id : NULL, "client too slow: 408");
+                        log_write(RELAY_LOG_INFO, "http", c->req ? req_id(c->req) : NULL, "client too slow: 408");
                         response_protocol_error(c, 408, "request timed out");
                         c->linger = true;
                         close_after_flush(c);
@@ -445,14 +441,37 @@ static int on_url_complete(llhttp_t *p)
 {
         relay_req *req = conn_of(p)->req;
         req->target = take_scratch(req);
-        return req->target ? 0 : -1;
+        /* the method, two spaces, "HTTP/1.1" and CRLF */
+        const char *method = llhttp_method_name((llhttp_method_t)llhttp_get_method(p));
+        if (!req->target || header_budget(req, strlen(method) + 12) != 0)
+                return -1;
+        return 0;
+}
+
+/* RFC 9110 token characters: a field name is nothing else. */
+static bool is_token(const char *s)
+{
+        static const char extra[] = "!#$%&'*+-.^_`|~";
+        if (!*s)
+                return false;
+        for (; *s; s++)
+                if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+                      strchr(extra, *s)))
+                        return false;
+        return true;
 }
 
 static int on_field_complete(llhttp_t *p)
 {
         relay_req *req = conn_of(p)->req;
         req->cur_field = take_scratch(req);
-        return req->cur_field ? 0 : -1;
+        if (!req->cur_field)
+                return -1;
+        if (!is_token(req->cur_field)) {
+                req->error_status = 400;
+                return -1;
+        }
+        return header_budget(req, 4); /* ": " and CRLF count against the limit too */
 }
 
 static int on_value_complete(llhttp_t *p)
@@ -480,6 +499,15 @@ static int on_value_complete(llhttp_t *p)
         return 0;
 }
 
+/* HTTP/1.1 requires exactly one Host (RFC 9112 section 3.2). */
+static bool host_ok(relay_req *req, llhttp_t *p)
+{
+        int hosts = 0;
+        for (int i = 0; i < req->n_headers; i++)
+                hosts += strcasecmp(req->headers[i].name, "Host") == 0;
+        return hosts == 1 || (hosts == 0 && p->http_major == 1 && p->http_minor == 0);
+}
+
 static int on_headers_complete(llhttp_t *p)
 {
         conn *c = conn_of(p);
@@ -487,7 +515,7 @@ static int on_headers_complete(llhttp_t *p)
         settings *s = settings_current();
         req->method = llhttp_method_name((llhttp_method_t)llhttp_get_method(p));
         req->head = strcmp(req->method, "HEAD") == 0;
-        if (req_parse_target(req) != 0) {
+        if (req_parse_target(req) != 0 || !host_ok(req, p)) {
                 req->error_status = 400;
                 return -1;
         }

@@ -100,7 +100,7 @@ struct relay_req {
         bool replied, async, work_pending;
         bool in_handler; /* the plugin's handler is on the stack */
         relay_sse sse;
-        char id[48];
+        char id[72]; /* up to 64 characters from the client, or 20 of ours */
         uint64_t start_ns;
 };
 

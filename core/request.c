@@ -258,10 +258,10 @@ void req_finish(relay_req *req)
         uint64_t elapsed = uv_hrtime() - req->start_ns;
         metrics_record(&w->metrics, req->route ? req->route->id : -1, req->status, elapsed);
         if (settings_current()->access_log)
-                log_write(RELAY_LOG_INFO, req->plugin ? req->plugin->name : "http", req->id, "%s %s %d %zu %.3fms",
+                log_write(RELAY_LOG_INFO, req->plugin ? req->plugin->name : "http", req_id(req), "%s %s %d %zu %.3fms",
                           req->method ? req->method : "-", req->target ? req->target : "-", req->status, req->bytes_out,
                           (double)elapsed / 1e6);
-        storage_request_end(w->db, req->id);
+        storage_request_end(w->db, req_id(req));
         if (c && c->req == req)
                 c->req = NULL;
         if (c && !c->gone) {

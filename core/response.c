@@ -236,11 +236,9 @@ void response_protocol_error(conn *c, int status, const char *message)
         req->replied = false;
         req->plugin = NULL;
         req->out_headers.len = 0;
-        static const char *const codes[][2] = {{"400", "bad_request"},
-                                               {"408", "request_timeout"},
-                                               {"413", "payload_too_large"},
-                                               {"417", "expectation_failed"},
-                                               {"431", "headers_too_large"}};
+        static const char *const codes[][2] = {{"400", "bad_request"},       {"408", "request_timeout"},
+                                               {"413", "payload_too_large"}, {"417", "expectation_failed"},
+                                               {"431", "headers_too_large"}, {"503", "overloaded"}};
         const char *code = "bad_request";
         char s[8];
         snprintf(s, sizeof(s), "%d", status);
@@ -248,6 +246,8 @@ void response_protocol_error(conn *c, int status, const char *message)
                 if (strcmp(codes[i][0], s) == 0)
                         code = codes[i][1];
         req->head = false;
+        if (status == 503)
+                relay_set_header(req, "Retry-After", "1");
         response_error_styled(req, settings_current()->error_style, status, code, message, NULL);
         req_finish(req);
 }

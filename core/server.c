@@ -144,11 +144,27 @@ static void on_worker_exit(uv_async_t *a)
         uv_walk(relay_daemon.loop, close_walk, NULL);
 }
 
+#define FORCE_GRACE_MS 1000
+
+/* Connections are closed; what still runs is plugin work in the thread
+ * pool, which cannot be interrupted.  The deadline is the operator's
+ * promise: exit without it. */
+static void on_force_grace(uv_timer_t *t)
+{
+        size_t exited = __atomic_load_n(&workers_exited, __ATOMIC_ACQUIRE);
+        if (exited >= relay_daemon.n_workers)
+                return;
+        log_error("%zu worker%s still busy %dms after the shutdown deadline (plugin work in progress): exiting now",
+                  relay_daemon.n_workers - exited, relay_daemon.n_workers - exited == 1 ? "" : "s", FORCE_GRACE_MS);
+        _exit(0);
+}
+
 static void on_deadline(uv_timer_t *t)
 {
         log_warn("shutdown deadline passed: closing the remaining connections");
         for (size_t i = 0; i < relay_daemon.n_workers; i++)
                 worker_wake(relay_daemon.workers[i], WAKE_FORCE);
+        uv_timer_start(&drain_deadline, on_force_grace, FORCE_GRACE_MS, 0);
 }
 
 static void begin_shutdown(int signum)

@@ -109,13 +109,14 @@ static int load_driver(const char *dir, const char *name, char *err, size_t err_
 }
 
 /* SQLite's file goes in data_dir unless a path is given; the folder is made. */
-static char *sqlite_path(const conf *c)
+static char *sqlite_path(const conf *c, bool create_dir)
 {
         const char *path = conf_get(c, "storage", "path");
         if (path && *path)
                 return strdup(path);
         const char *dir = conf_get(c, "server", "data_dir");
-        mkdir(dir, 0750); /* may exist; open reports what matters */
+        if (create_dir)
+                mkdir(dir, 0750); /* may exist; open reports what matters */
         size_t n = strlen(dir) + 12;
         char *p = malloc(n);
         if (p)
@@ -128,7 +129,7 @@ int storage_open(bool check_only, char *err, size_t err_len)
         conf *c = conf_current();
         if (load_driver(conf_get(c, "storage", "dir"), conf_get(c, "storage", "driver"), err, err_len) != 0)
                 return -1;
-        st.path = sqlite_path(c);
+        st.path = sqlite_path(c, !check_only); /* -t changes nothing on disk */
         st.dsn = strdup(conf_get(c, "storage", "dsn"));
         st.synchronous = strdup(conf_get(c, "storage", "synchronous"));
         st.cfg = (relay_driver_config){.size = sizeof(st.cfg),
