@@ -98,7 +98,9 @@ def run_installed(dest, plugin_dir, extra, tmp_path):
     libdir = os.path.dirname(find(dest, "librelay.so.1"))
     port = free_port()
     conf = tmp_path / "hello.conf"
-    conf.write_text(f"[server]\nlisten = 127.0.0.1:{port}\nworkers = 1\n[plugins]\ndir = {plugin_dir}\n"
+    storage_dir = os.path.join(libdir, "relay", "storage")  # the installed drivers, under DESTDIR
+    conf.write_text(f"[server]\nlisten = 127.0.0.1:{port}\nworkers = 1\ndata_dir = {tmp_path}/data\n"
+                    f"[storage]\ndir = {storage_dir}\n[plugins]\ndir = {plugin_dir}\n"
                     f"load = hello\n{extra}")
     env = dict(os.environ, LD_LIBRARY_PATH=libdir)
     return server, conf, env, port
@@ -146,7 +148,9 @@ def test_installed_default_configuration_is_valid(installed, tmp_path):
     conf = find(dest, "etc/relay/relay.conf")
     libdir = os.path.dirname(find(dest, "librelay.so.1"))
     plugindir = os.path.join(libdir, "relay", "plugins")
-    r = subprocess.run([server, "-t", "-c", conf, "-o", f"plugins.dir={plugindir}"],
+    storagedir = os.path.join(libdir, "relay", "storage")
+    r = subprocess.run([server, "-t", "-c", conf, "-o", f"plugins.dir={plugindir}",
+                        "-o", f"storage.dir={storagedir}", "-o", f"server.data_dir={tmp_path}/data"],
                        env=dict(os.environ, LD_LIBRARY_PATH=libdir), capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
 
