@@ -284,6 +284,15 @@ int conf_declare(conf *c, const char *section, const char *key, relay_conf_type 
         return 0;
 }
 
+int conf_declare_table(conf *c, const conf_key_def *defs, size_t n)
+{
+        for (size_t i = 0; i < n; i++)
+                if (conf_declare(c, defs[i].section, defs[i].key, defs[i].type, defs[i].default_value, defs[i].help,
+                                 defs[i].check) != 0)
+                        return -1;
+        return 0;
+}
+
 int conf_copy_keys(conf *c, const conf *from)
 {
         for (const conf_key *k = from->keys; k; k = k->next)

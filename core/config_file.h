@@ -50,6 +50,17 @@ void conf_free(conf *c);
 
 int conf_declare(conf *c, const char *section, const char *key, relay_conf_type type, const char *default_value,
                  const char *help, conf_check_fn check);
+
+/* A row of a table of keys, for parts that declare many at once. */
+typedef struct conf_key_def {
+        const char *section, *key;
+        relay_conf_type type;
+        const char *default_value;
+        conf_check_fn check;
+        const char *help;
+} conf_key_def;
+
+int conf_declare_table(conf *c, const conf_key_def *defs, size_t n);
 /* Copies the declared keys of FROM into C (after a reload). */
 int conf_copy_keys(conf *c, const conf *from);
 /* Every entry's section and key declared, every value of the right type.

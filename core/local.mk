@@ -16,6 +16,7 @@ core_libcore_la_SOURCES = \
 	core/log.c core/log.h \
 	core/metrics.c core/metrics.h \
 	core/migrate.c core/migrate.h \
+	core/module.c core/module.h \
 	core/net_addr.c core/net_addr.h \
 	core/plugin_api.c \
 	core/plugin_loader.c core/plugin_loader.h \

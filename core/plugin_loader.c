@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "log.h"
+#include "module.h"
 #include "plugin_loader.h"
 #include "settings.h"
 
@@ -84,12 +85,7 @@ static relay_plugin *open_plugin(const char *dir, const char *name, char *err, s
         }
         char path[4096];
         snprintf(path, sizeof(path), "%s/%s", dir, name);
-        lt_dladvise advise;
-        lt_dladvise_init(&advise);
-        lt_dladvise_ext(&advise);
-        lt_dladvise_local(&advise);
-        lt_dlhandle h = lt_dlopenadvise(path, advise);
-        lt_dladvise_destroy(&advise);
+        lt_dlhandle h = module_open(dir, name);
         if (!h) {
                 const char *e = lt_dlerror();
                 if (e && strstr(e, "not found"))

@@ -76,15 +76,7 @@ static const char *check_nonzero_duration(const char *v)
         return conf_parse_duration_ms(v, &n) || n == 0 ? "expected a duration above zero" : NULL;
 }
 
-struct core_key {
-        const char *section, *key;
-        relay_conf_type type;
-        const char *def;
-        conf_check_fn check;
-        const char *help;
-};
-
-static const struct core_key core_keys[] = {
+static const conf_key_def core_keys[] = {
         {"server", "listen", RELAY_CONF_LIST, "127.0.0.1:8080", check_listen, "addresses to serve HTTP on"},
         {"server", "workers", RELAY_CONF_STRING, "auto", check_workers, "worker threads (auto: one per CPU)"},
         {"server", "name", RELAY_CONF_STRING, "relay", NULL, "name in the GET / health document"},
@@ -114,20 +106,15 @@ static const struct core_key core_keys[] = {
         {"log", "format", RELAY_CONF_STRING, "text", check_format, "text or json (one object per line)"},
         {"log", "file", RELAY_CONF_STRING, "", NULL, "log file (empty: stderr); reopened on SIGHUP"},
         {"log", "access", RELAY_CONF_BOOL, "true", NULL, "log one line per request"},
-        {"plugins", "dir", RELAY_CONF_STRING, NULL, NULL, "folder holding plugin .so files"},
         {"plugins", "load", RELAY_CONF_LIST, "", NULL, "plugins to load"},
 };
 
 int settings_declare(conf *c, const char *plugin_dir)
 {
-        for (size_t i = 0; i < sizeof(core_keys) / sizeof(core_keys[0]); i++) {
-                const struct core_key *k = &core_keys[i];
-                const char *def =
-                        strcmp(k->key, "dir") == 0 && strcmp(k->section, "plugins") == 0 ? plugin_dir : k->def;
-                if (conf_declare(c, k->section, k->key, k->type, def, k->help, k->check) != 0)
-                        return -1;
-        }
-        return 0;
+        if (conf_declare_table(c, core_keys, sizeof(core_keys) / sizeof(core_keys[0])) != 0)
+                return -1;
+        return conf_declare(c, "plugins", "dir", RELAY_CONF_STRING, plugin_dir, "folder holding plugin .so files",
+                            NULL);
 }
 
 static char **split_list(const char *v, size_t *n)

@@ -13,6 +13,7 @@
 #include "events_internal.h"
 #include "http.h"
 #include "log.h"
+#include "module.h"
 #include "settings.h"
 #include "storage.h"
 #include "worker.h"
@@ -42,59 +43,44 @@ static const char *check_synchronous(const char *v)
         return strcmp(v, "off") && strcmp(v, "normal") && strcmp(v, "full") ? "expected off, normal or full" : NULL;
 }
 
+static const conf_key_def storage_keys[] = {
+        {"storage", "driver", RELAY_CONF_STRING, "sqlite", check_driver_name, "sqlite or pgsql"},
+        {"storage", "path", RELAY_CONF_STRING, "", NULL, "sqlite: database file (default DATA_DIR/relay.db)"},
+        {"storage", "dsn", RELAY_CONF_STRING, "", NULL, "pgsql: libpq connection string"},
+        {"storage", "busy_timeout", RELAY_CONF_DURATION, "5s", NULL, "sqlite: wait for locks this long"},
+        {"storage", "synchronous", RELAY_CONF_STRING, "normal", check_synchronous, "sqlite: off, normal, full"},
+        {"storage", "connect_timeout", RELAY_CONF_DURATION, "5s", NULL, "pgsql: connection timeout"},
+        {"storage", "statement_cache", RELAY_CONF_INT, "128", NULL, "prepared statements kept per connection"},
+        {"events", "poll_interval", RELAY_CONF_DURATION, "1s", NULL, "how often to look for events from other daemons"},
+        {"events", "retry_delay", RELAY_CONF_DURATION, "5s", NULL, "wait before redelivering a refused event"},
+        {"events", "batch", RELAY_CONF_INT, "200", NULL, "events read per subscriber per pass"},
+        {"jobs", "poll_interval", RELAY_CONF_DURATION, "1s", NULL, "how often to look for due jobs"},
+        {"jobs", "lease", RELAY_CONF_DURATION, "60s", NULL, "a claimed job is reclaimed after this"},
+        {"jobs", "max_attempts", RELAY_CONF_INT, "8", NULL, "default attempts before dead-lettering"},
+        {"jobs", "backoff_base", RELAY_CONF_DURATION, "1s", NULL, "first retry delay (doubles, with jitter)"},
+        {"jobs", "backoff_max", RELAY_CONF_DURATION, "1h", NULL, "longest retry delay"},
+};
+
 int storage_declare(conf *c, const char *driver_dir)
 {
-        struct {
-                const char *section, *key;
-                relay_conf_type type;
-                const char *def;
-                conf_check_fn check;
-                const char *help;
-        } keys[] = {
-                {"storage", "driver", RELAY_CONF_STRING, "sqlite", check_driver_name, "sqlite or pgsql"},
-                {"storage", "dir", RELAY_CONF_STRING, driver_dir, NULL, "folder of storage driver modules"},
-                {"storage", "path", RELAY_CONF_STRING, "", NULL, "sqlite: database file (default DATA_DIR/relay.db)"},
-                {"storage", "dsn", RELAY_CONF_STRING, "", NULL, "pgsql: libpq connection string"},
-                {"storage", "busy_timeout", RELAY_CONF_DURATION, "5s", NULL, "sqlite: wait for locks this long"},
-                {"storage", "synchronous", RELAY_CONF_STRING, "normal", check_synchronous, "sqlite: off, normal, full"},
-                {"storage", "connect_timeout", RELAY_CONF_DURATION, "5s", NULL, "pgsql: connection timeout"},
-                {"storage", "statement_cache", RELAY_CONF_INT, "128", NULL, "prepared statements kept per connection"},
-                {"events", "poll_interval", RELAY_CONF_DURATION, "1s", NULL,
-                 "how often to look for events from other daemons"},
-                {"events", "retry_delay", RELAY_CONF_DURATION, "5s", NULL, "wait before redelivering a refused event"},
-                {"events", "batch", RELAY_CONF_INT, "200", NULL, "events read per subscriber per pass"},
-                {"jobs", "poll_interval", RELAY_CONF_DURATION, "1s", NULL, "how often to look for due jobs"},
-                {"jobs", "lease", RELAY_CONF_DURATION, "60s", NULL, "a claimed job is reclaimed after this"},
-                {"jobs", "max_attempts", RELAY_CONF_INT, "8", NULL, "default attempts before dead-lettering"},
-                {"jobs", "backoff_base", RELAY_CONF_DURATION, "1s", NULL, "first retry delay (doubles, with jitter)"},
-                {"jobs", "backoff_max", RELAY_CONF_DURATION, "1h", NULL, "longest retry delay"},
-        };
-        for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
-                if (conf_declare(c, keys[i].section, keys[i].key, keys[i].type, keys[i].def, keys[i].help,
-                                 keys[i].check) != 0)
-                        return -1;
-        return 0;
+        if (conf_declare_table(c, storage_keys, sizeof(storage_keys) / sizeof(storage_keys[0])) != 0)
+                return -1;
+        return conf_declare(c, "storage", "dir", RELAY_CONF_STRING, driver_dir, "folder of storage driver modules",
+                            NULL);
 }
 
 /* --------------------------------------------------------------- the driver */
 
 static int load_driver(const char *dir, const char *name, char *err, size_t err_len)
 {
-        char path[4096];
-        snprintf(path, sizeof(path), "%s/%s", dir, name);
-        lt_dladvise advise;
-        lt_dladvise_init(&advise);
-        lt_dladvise_ext(&advise);
-        lt_dladvise_local(&advise);
-        st.handle = lt_dlopenadvise(path, advise);
-        lt_dladvise_destroy(&advise);
+        st.handle = module_open(dir, name);
         if (!st.handle) {
                 snprintf(err, err_len, "storage driver '%s' not found in %s: %s", name, dir, lt_dlerror());
                 return -1;
         }
         const relay_storage_driver *d = lt_dlsym(st.handle, "relay_storage_driver");
         if (!d || d->magic != RELAY_DRIVER_MAGIC) {
-                snprintf(err, err_len, "%s is not a Relay storage driver", path);
+                snprintf(err, err_len, "%s/%s is not a Relay storage driver", dir, name);
                 return -1;
         }
         if (d->abi_major != RELAY_SDK_ABI_MAJOR || d->abi_minor > RELAY_SDK_ABI_MINOR ||
