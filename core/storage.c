@@ -28,6 +28,7 @@ static struct {
         relay_driver_config cfg;
         char *path, *dsn, *synchronous;
         relay_db *control;
+        uv_thread_t control_thread;
 } st;
 
 static const char *check_driver_name(const char *v)
@@ -127,6 +128,7 @@ int storage_open(bool check_only, char *err, size_t err_len)
                                        .statement_cache = (int)conf_get_int(c, "storage", "statement_cache")};
         if (check_only)
                 return 0;
+        st.control_thread = uv_thread_self();
         st.control = storage_db_new();
         if (!st.control)
                 return snprintf(err, err_len, "out of memory"), -1;
@@ -443,7 +445,17 @@ RELAY_API relay_db *relay_db_of(relay_req *req)
         return w->db;
 }
 
-RELAY_API relay_db *relay_plugin_db(relay_plugin *p) { return st.control; }
+RELAY_API relay_db *relay_plugin_db(relay_plugin *p)
+{
+        /* One connection, one thread: a handler must use relay_db_of(req). */
+        uv_thread_t self = uv_thread_self();
+        if (st.control && !uv_thread_equal(&self, &st.control_thread)) {
+                log_write(RELAY_LOG_ERROR, relay_plugin_name(p), NULL,
+                          "relay_plugin_db() called off the control thread; use relay_db_of(req) in handlers");
+                return NULL;
+        }
+        return st.control;
+}
 
 RELAY_API int relay_db_reply_error(relay_req *req, int status)
 {

@@ -42,7 +42,10 @@ typedef enum {
 
 /* The connection of the worker running REQ. */
 RELAY_API relay_db *relay_db_of(relay_req *req);
-/* The control thread's connection, for timers, jobs and event subscribers. */
+/* The control thread's connection, for timers, jobs and event subscribers.
+ * Only on the control thread: elsewhere it logs an error and returns NULL.
+ * (Work functions of relay_work run on the thread pool and have no
+ * connection: do storage in the done function.) */
 RELAY_API relay_db *relay_plugin_db(relay_plugin *p);
 
 /* Runs SQL.  OUT (may be NULL) receives the rows; free it with
