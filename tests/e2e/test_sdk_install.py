@@ -159,7 +159,9 @@ def test_example_makefile_builds(installed, tmp_path):
     dest, pcdir = installed
     work = tmp_path / "hello"
     shutil.copytree(os.path.join(TOP_SRC, "sdk", "examples", "hello"), work)
-    env = dict(os.environ, PKG_CONFIG_PATH=pcdir, PKG_CONFIG_SYSROOT_DIR=str(dest))
+    # a plugin author's own make, not a sub-make of ours (no inherited jobserver)
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    env.update(PKG_CONFIG_PATH=pcdir, PKG_CONFIG_SYSROOT_DIR=str(dest))
     r = subprocess.run(["make", "-s", "-C", str(work)], env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert (work / "hello.so").exists()
