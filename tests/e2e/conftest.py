@@ -479,3 +479,156 @@ def shared_daemon(tmp_path_factory):
     d.start()
     yield d
     finish_all([d])
+
+
+# ----------------------------------------------------------------- storage
+#
+# Storage tests run on both engines: the `engine` fixture is parametrized
+# over "sqlite" and "pgsql", and `storage` gives each test a fresh database
+# on it (a new SQLite file, or a new database in the one PostgreSQL server
+# the session starts the first time a test asks for it).
+
+RELAYCTL = os.path.join(TOP_BUILDDIR, "core", "relayctl")
+ENGINES = ("sqlite", "pgsql")
+
+
+def run_relayctl(conf_path, *args, overrides=(), timeout=30):
+    """Runs relayctl -c CONF_PATH [-o ...] ARGS: (exit code, stdout, stderr)."""
+    argv = [RELAYCTL, "-c", conf_path]
+    for o in overrides:
+        argv += ["-o", o]
+    p = subprocess.run(argv + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+    return p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """One throwaway PostgreSQL for the session, started on first use
+    (skips the test when the server binaries are not installed)."""
+    from pgserver import PgServer, pg_bindir
+    if not pg_bindir():
+        pytest.skip("PostgreSQL server binaries not found (Debian package postgresql)")
+    pg = PgServer().init().start()
+    pg.running = True  # tests that stop it must start it again (see Storage.pg_start)
+    yield pg
+    pg.destroy()
+
+
+class Storage:
+    """A fresh database on ENGINE for one test, and direct access to it."""
+
+    _serial = 0
+
+    def __init__(self, engine, tmp_path, pg=None):
+        self.engine = engine
+        self.pg = pg
+        if engine == "sqlite":
+            self.path = os.path.join(str(tmp_path), "relay.db")
+            self.dsn = None
+        else:
+            Storage._serial += 1
+            self.dbname = "relay_t%d_%d" % (os.getpid(), Storage._serial)
+            self.path = None
+            self.dsn = pg.create_database(self.dbname)
+
+    def config(self):
+        """The [storage] keys of a daemon using this database."""
+        if self.engine == "sqlite":
+            return {"driver": "sqlite", "path": self.path}
+        return {"driver": "pgsql", "dsn": self.dsn}
+
+    def query(self, sql):
+        """Rows of SQL, each a tuple of texts (None for NULL on SQLite; psql
+        prints NULL as an empty string).  Numbers come back as text."""
+        if self.engine == "sqlite":
+            import sqlite3
+            con = sqlite3.connect(self.path, timeout=10)
+            try:
+                return [tuple(None if v is None else str(v) for v in row) for row in con.execute(sql)]
+            finally:
+                con.close()
+        out = self.pg.psql(sql, self.dbname)
+        return [tuple(line.split("|")) for line in out.splitlines() if line]
+
+    def scalar(self, sql):
+        rows = self.query(sql)
+        return rows[0][0] if rows else None
+
+    def execute(self, sql):
+        """Runs SQL that returns nothing (DDL, writes)."""
+        if self.engine == "sqlite":
+            import sqlite3
+            con = sqlite3.connect(self.path, timeout=10)
+            try:
+                con.executescript(sql)
+                con.commit()
+            finally:
+                con.close()
+        else:
+            self.pg.psql(sql, self.dbname)
+
+    def tables(self):
+        """The names of the tables in the database."""
+        if self.engine == "sqlite":
+            sql = "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        else:
+            sql = "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+        return {row[0] for row in self.query(sql)}
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request):
+    """The storage engine under test: every storage test runs on both."""
+    return request.param
+
+
+@pytest.fixture
+def storage(engine, request, tmp_path):
+    """A fresh, empty database on the engine under test."""
+    pg = request.getfixturevalue("pg_server") if engine == "pgsql" else None
+    return Storage(engine, tmp_path, pg)
+
+
+def store_sections(storage, sections=None):
+    """Configuration sections for a daemon with the storetest plugin on
+    STORAGE (jobs polled every 100ms), with SECTIONS merged over them."""
+    conf = {"plugins": {"load": "storetest"},
+            "storage": storage.config(),
+            "jobs": {"poll_interval": "100ms"}}
+    for section, keys in (sections or {}).items():
+        conf.setdefault(section, {}).update(keys)
+    return conf
+
+
+@pytest.fixture
+def store_daemon(make_daemon, storage):
+    """A factory like make_daemon for daemons with storetest on `storage`."""
+    def factory(sections=None, **kw):
+        return make_daemon(sections=store_sections(storage, sections), **kw)
+    return factory
+
+
+def wait_for(fn, timeout=5.0, interval=0.02):
+    """Calls FN until it returns something true or TIMEOUT passes; returns
+    its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
+def call(d, method, path, body=None, tenant=None, timeout=5.0):
+    """(status, headers, parsed JSON body or None) of one request to D,
+    as TENANT (X-Tenant) when given."""
+    headers = {"X-Tenant": tenant} if tenant else None
+    status, hdrs, data = d.request(method, path, body=body, headers=headers, timeout=timeout)
+    return status, hdrs, json.loads(data) if data else None
+
+
+def assert_object_error(body, code):
+    """BODY is the object error style: {"error": {"code": CODE, "message": "..."}}."""
+    assert isinstance(body, dict) and set(body) == {"error"}, body
+    assert body["error"]["code"] == code, body
+    assert isinstance(body["error"].get("message"), str) and body["error"]["message"], body
