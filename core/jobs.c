@@ -25,13 +25,20 @@ typedef struct handler {
 } handler;
 
 struct relay_job {
+        struct relay_job *prev, *next; /* the claims this daemon holds */
         handler *h;
         char id[40];
         char *tenant, *kind, *target;
         json_t *payload;
         int attempt, max_attempts;
+        int64_t started_ms, renewed_ms;
         bool done;
+        bool abandoned; /* ran past [jobs] timeout: its slot and lease are given up */
 };
+
+static relay_job *claims;    /* held by this daemon, renewed while they run */
+static relay_job *abandoned; /* given up; freed when (if) their handler finishes */
+static bool claim_failing;   /* log a failing claim once, not on every poll */
 
 static handler *handlers;
 static uv_async_t kick;
@@ -96,6 +103,26 @@ RELAY_API const char *relay_job_target(relay_job *job) { return job->target; }
 RELAY_API json_t *relay_job_payload(relay_job *job) { return job->payload; }
 RELAY_API int relay_job_attempt(relay_job *job) { return job->attempt; }
 
+static void list_link(relay_job **list, relay_job *job)
+{
+        job->prev = NULL;
+        job->next = *list;
+        if (*list)
+                (*list)->prev = job;
+        *list = job;
+}
+
+static void list_unlink(relay_job **list, relay_job *job)
+{
+        if (job->prev)
+                job->prev->next = job->next;
+        else if (*list == job)
+                *list = job->next;
+        if (job->next)
+                job->next->prev = job->prev;
+        job->prev = job->next = NULL;
+}
+
 static void job_free(relay_job *job)
 {
         json_decref(job->payload);
@@ -123,27 +150,39 @@ RELAY_API void relay_job_done(relay_job *job, int ok, const char *error, int64_t
         if (!job || job->done)
                 return;
         job->done = true;
+        if (job->abandoned) { /* its result came too late: the job is someone else's now */
+                log_write(RELAY_LOG_WARN, job->h->plugin->name, NULL,
+                          "job %s finished after it was abandoned; result dropped", job->id);
+                list_unlink(&abandoned, job);
+                job_free(job);
+                return;
+        }
+        list_unlink(&claims, job);
         relay_db *db = storage_control_db();
         int64_t now = relay_now_ms(), changes = 0;
         int rc;
         if (ok) {
-                rc = relay_db_exec(db, &changes,
-                                   "UPDATE relay_jobs SET state = 'done', lease_until = NULL, last_error = NULL, "
-                                   "updated_at = ? WHERE id = ? AND state = 'running' AND locked_by = ?",
-                                   "iss", now, job->id, daemon_id);
+                rc = relay_db_exec(
+                        db, &changes,
+                        "UPDATE relay_jobs SET state = 'done', lease_until = NULL, last_error = NULL, "
+                        "updated_at = ? WHERE id = ? AND state = 'running' AND locked_by = ? AND attempts = ?",
+                        "issi", now, job->id, daemon_id, (int64_t)job->attempt);
         } else if (job->attempt >= job->max_attempts) {
-                rc = relay_db_exec(db, &changes,
-                                   "UPDATE relay_jobs SET state = 'dead', lease_until = NULL, last_error = ?, "
-                                   "updated_at = ? WHERE id = ? AND state = 'running' AND locked_by = ?",
-                                   "siss", error ? error : "failed", now, job->id, daemon_id);
+                rc = relay_db_exec(
+                        db, &changes,
+                        "UPDATE relay_jobs SET state = 'dead', lease_until = NULL, last_error = ?, "
+                        "updated_at = ? WHERE id = ? AND state = 'running' AND locked_by = ? AND attempts = ?",
+                        "sissi", error ? error : "failed", now, job->id, daemon_id, (int64_t)job->attempt);
                 log_write(RELAY_LOG_WARN, job->h->plugin->name, NULL, "job %s (%s) dead after %d attempts: %s", job->id,
                           job->kind, job->attempt, error ? error : "failed");
         } else {
                 int64_t delay = retry_after_ms > 0 ? retry_after_ms : backoff_ms(job->attempt);
                 rc = relay_db_exec(db, &changes,
                                    "UPDATE relay_jobs SET state = 'queued', lease_until = NULL, last_error = ?, "
-                                   "run_at = ?, updated_at = ? WHERE id = ? AND state = 'running' AND locked_by = ?",
-                                   "siiss", error ? error : "failed", now + delay, now, job->id, daemon_id);
+                                   "run_at = ?, updated_at = ? WHERE id = ? AND state = 'running' AND locked_by = ? "
+                                   "AND attempts = ?",
+                                   "siissi", error ? error : "failed", now + delay, now, job->id, daemon_id,
+                                   (int64_t)job->attempt);
         }
         if (rc != RELAY_DB_OK)
                 log_warn("jobs: cannot record the end of %s: %s (its lease will expire)", job->id, relay_db_errmsg(db));
@@ -180,9 +219,14 @@ static void claim(relay_db *db, handler *h, int64_t now)
         relay_db_result *r;
         if (relay_db_query(db, &r, sql, "isisiii", now + (int64_t)conf_ms("lease"), daemon_id, now, h->kind, now, now,
                            (int64_t)want) != RELAY_DB_OK) {
-                log_warn("jobs: claim failed: %s", relay_db_errmsg(db));
+                if (!claim_failing)
+                        log_warn("jobs: claim failed (will keep trying quietly): %s", relay_db_errmsg(db));
+                claim_failing = true;
                 return;
         }
+        if (claim_failing)
+                log_info("jobs: claims work again");
+        claim_failing = false;
         while (relay_db_next(r)) {
                 relay_job *job = calloc(1, sizeof(*job));
                 if (!job)
@@ -198,16 +242,48 @@ static void claim(relay_db *db, handler *h, int64_t now)
                         job->payload = json_object();
                 job->attempt = (int)relay_db_int(r, 5);
                 job->max_attempts = (int)relay_db_int(r, 6);
+                job->started_ms = job->renewed_ms = now;
+                list_link(&claims, job);
                 h->running++;
                 h->fn(h->plugin, job, h->data);
         }
         relay_db_free(r);
 }
 
+/* Running claims keep their lease; one that outlived [jobs] timeout is
+ * given up: its slot frees, its lease runs out, and it is claimed again
+ * (or dead-lettered) like the job of a daemon that died. */
+static void renew_claims(relay_db *db, int64_t now)
+{
+        int64_t lease = (int64_t)conf_ms("lease"), timeout = (int64_t)conf_ms("timeout");
+        for (relay_job *job = claims, *next; job; job = next) {
+                next = job->next;
+                if (timeout && now - job->started_ms > timeout) {
+                        log_write(RELAY_LOG_WARN, job->h->plugin->name, NULL,
+                                  "job %s (%s) ran longer than [jobs] timeout: abandoned; it will run again when its "
+                                  "lease expires",
+                                  job->id, job->kind);
+                        list_unlink(&claims, job);
+                        list_link(&abandoned, job);
+                        job->abandoned = true;
+                        job->h->running--;
+                        continue;
+                }
+                if (now - job->renewed_ms < lease / 3)
+                        continue;
+                if (relay_db_exec(db, NULL,
+                                  "UPDATE relay_jobs SET lease_until = ? WHERE id = ? AND state = 'running' "
+                                  "AND locked_by = ? AND attempts = ?",
+                                  "issi", now + lease, job->id, daemon_id, (int64_t)job->attempt) == RELAY_DB_OK)
+                        job->renewed_ms = now;
+        }
+}
+
 static void poll_jobs(void)
 {
         relay_db *db = storage_control_db();
         int64_t now = relay_now_ms();
+        renew_claims(db, now);
         bury_expired(db, now);
         for (handler *h = handlers; h; h = h->next)
                 claim(db, h, now);
@@ -227,7 +303,9 @@ int jobs_start(void)
         relay_id_new("dmn_", daemon_id, sizeof(daemon_id));
         if (!handlers)
                 return 0;
-        uint64_t every = conf_ms("poll_interval");
+        uint64_t every = conf_ms("poll_interval"), lease = conf_ms("lease");
+        if (lease && every > lease / 3)
+                every = lease / 3; /* often enough to renew running jobs' leases */
         uv_async_init(relay_daemon.loop, &kick, on_kick);
         uv_timer_init(relay_daemon.loop, &poll_timer);
         uv_timer_start(&poll_timer, on_poll, 0, every ? every : 1000);
@@ -246,6 +324,13 @@ void jobs_stop(void)
 
 void jobs_free(void)
 {
+        relay_job **lists[] = {&claims, &abandoned};
+        for (size_t i = 0; i < 2; i++)
+                while (*lists[i]) { /* never finished: their leases expire elsewhere */
+                        relay_job *job = *lists[i];
+                        list_unlink(lists[i], job);
+                        job_free(job);
+                }
         for (handler *h = handlers, *n; h; h = n) {
                 n = h->next;
                 free(h->kind), free(h);

@@ -94,11 +94,37 @@ static const char *sql_for(relay_db *db, const relay_migration *m)
         return m->sql;
 }
 
+/* Takes the migration lock: PostgreSQL's advisory lock (daemons starting
+ * together on one database), SQLite's write lock (BEGIN IMMEDIATE). */
+static int begin_locked(relay_db *db)
+{
+        int rc = relay_db_begin(db);
+        if (rc == RELAY_DB_OK && strcmp(relay_db_dialect(db), "pgsql") == 0)
+                rc = relay_db_exec(db, NULL, "SELECT pg_advisory_xact_lock(" MIGRATION_LOCK ")", "");
+        return rc;
+}
+
+/* CREATE TABLE IF NOT EXISTS is not safe when two PostgreSQL sessions run
+ * it at once: it runs under the migration lock, and if a session outside
+ * that lock created the table meanwhile (PostgreSQL then reports a unique
+ * violation in its catalog), the table is there: try once more. */
 static int ensure_table(relay_db *db)
 {
-        return storage_script(db,
-                              "CREATE TABLE IF NOT EXISTS relay_schema (plugin TEXT NOT NULL, version INTEGER NOT NULL,"
-                              " applied_ms BIGINT NOT NULL, PRIMARY KEY (plugin, version))");
+        int rc = RELAY_DB_ERROR;
+        for (int attempt = 0; attempt < 3; attempt++) {
+                rc = begin_locked(db);
+                if (rc == RELAY_DB_OK)
+                        rc = storage_script(db, "CREATE TABLE IF NOT EXISTS relay_schema (plugin TEXT NOT NULL,"
+                                                " version INTEGER NOT NULL, applied_ms BIGINT NOT NULL,"
+                                                " PRIMARY KEY (plugin, version))");
+                if (rc == RELAY_DB_OK)
+                        rc = relay_db_commit(db);
+                else if (relay_db_in_transaction(db))
+                        relay_db_rollback(db);
+                if (rc != RELAY_DB_CONSTRAINT)
+                        break;
+        }
+        return rc;
 }
 
 static int applied_version(relay_db *db, const char *name, int64_t *version)
@@ -114,9 +140,7 @@ static int applied_version(relay_db *db, const char *name, int64_t *version)
 /* One owner's pending migrations in one transaction. */
 static int apply_owner(relay_db *db, const owner *o, char *err, size_t err_len)
 {
-        int rc = relay_db_begin(db);
-        if (rc == RELAY_DB_OK && strcmp(relay_db_dialect(db), "pgsql") == 0)
-                rc = relay_db_exec(db, NULL, "SELECT pg_advisory_xact_lock(" MIGRATION_LOCK ")", "");
+        int rc = begin_locked(db);
         int64_t have = 0;
         if (rc == RELAY_DB_OK)
                 rc = applied_version(db, owner_name(o), &have);
@@ -178,9 +202,22 @@ int migrate_apply(relay_db *db, char *err, size_t err_len)
         return 0;
 }
 
+/* Does relay_schema exist yet?  (Status reads; it never creates.) */
+static int schema_table_exists(relay_db *db, bool *exists)
+{
+        relay_db_result *r;
+        int rc = strcmp(relay_db_dialect(db), "pgsql") == 0
+                         ? relay_db_query(db, &r, "SELECT 1 FROM pg_tables WHERE tablename = 'relay_schema'", "")
+                         : relay_db_query(db, &r, "SELECT 1 FROM sqlite_master WHERE name = 'relay_schema'", "");
+        *exists = rc == RELAY_DB_OK && relay_db_next(r);
+        relay_db_free(r);
+        return rc;
+}
+
 int migrate_status(relay_db *db, FILE *out, char *err, size_t err_len)
 {
-        if (ensure_core_owner() != 0 || ensure_table(db) != RELAY_DB_OK) {
+        bool exists = false;
+        if (ensure_core_owner() != 0 || schema_table_exists(db, &exists) != RELAY_DB_OK) {
                 snprintf(err, err_len, "cannot read relay_schema: %s", relay_db_errmsg(db));
                 return -1;
         }
@@ -188,7 +225,7 @@ int migrate_status(relay_db *db, FILE *out, char *err, size_t err_len)
         fprintf(out, "%-16s %-8s %-8s %s\n", "plugin", "applied", "latest", "pending");
         for (owner *o = owners; o; o = o->next) {
                 int64_t have = 0;
-                if (applied_version(db, owner_name(o), &have) != RELAY_DB_OK) {
+                if (exists && applied_version(db, owner_name(o), &have) != RELAY_DB_OK) {
                         snprintf(err, err_len, "cannot read relay_schema: %s", relay_db_errmsg(db));
                         return -1;
                 }

@@ -60,6 +60,7 @@ static const conf_key_def storage_keys[] = {
         {"jobs", "max_attempts", RELAY_CONF_INT, "8", NULL, "default attempts before dead-lettering"},
         {"jobs", "backoff_base", RELAY_CONF_DURATION, "1s", NULL, "first retry delay (doubles, with jitter)"},
         {"jobs", "backoff_max", RELAY_CONF_DURATION, "1h", NULL, "longest retry delay"},
+        {"jobs", "timeout", RELAY_CONF_DURATION, "1h", NULL, "a job running longer is given up and retried"},
 };
 
 int storage_declare(conf *c, const char *driver_dir)

@@ -70,7 +70,18 @@ static relay_driver_conn *conn_open(const relay_driver_config *cfg, char *err, s
                  "PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA synchronous = %s;",
                  cfg->synchronous && *cfg->synchronous ? cfg->synchronous : "NORMAL");
         char *msg = NULL;
-        if (sqlite3_exec(c->db, pragmas, NULL, NULL, &msg) != SQLITE_OK) {
+        /* Switching to WAL needs a moment of exclusive access and does not
+         * wait on the busy handler: retry while another process holds it. */
+        int rc2;
+        for (uint64_t waited = 0;; waited += 10) {
+                rc2 = sqlite3_exec(c->db, pragmas, NULL, NULL, &msg);
+                if ((rc2 & 0xff) != SQLITE_BUSY || waited >= cfg->busy_timeout_ms)
+                        break;
+                sqlite3_free(msg);
+                msg = NULL;
+                sqlite3_sleep(10);
+        }
+        if (rc2 != SQLITE_OK) {
                 snprintf(err, len, "cannot set up %s: %s", cfg->path, msg ? msg : "?");
                 sqlite3_free(msg);
                 conn_close(c);

@@ -296,14 +296,6 @@ class SchemaCreator:
             assert self.proc.wait(10) == 0, self.proc.stdout.read()
 
 
-@pytest.mark.xfail(reason="BUG: start-up fails (exit 5) instead of waiting when another process is creating the "
-                          "schema of a fresh database at the same moment (two daemons, or relayctl, starting "
-                          "together). pgsql: core/migrate.c ensure_table() runs CREATE TABLE IF NOT EXISTS "
-                          "relay_schema outside the advisory lock: 'cannot create relay_schema: duplicate key value "
-                          "violates unique constraint pg_type_typname_nsp_index'. sqlite: storage/sqlite/sqlite.c "
-                          "conn_open() 'PRAGMA journal_mode = WAL' gets SQLITE_BUSY without the busy handler and "
-                          "is not retried: 'cannot set up ...: database is locked'",
-                   raises=AssertionError, strict=True)
 def test_start_waits_for_a_concurrent_schema_creation(store_daemon, storage, engine):
     holder = SchemaCreator(storage)
     d = store_daemon(start=False)
@@ -322,11 +314,6 @@ def test_start_waits_for_a_concurrent_schema_creation(store_daemon, storage, eng
 
 
 def test_failed_migration_stops_start_and_leaves_nothing(store_daemon, storage, engine):
-    if engine == "sqlite":
-        # storetest's migration 3 is valid SQLite (it takes "syntax error
-        # here" for a column with a type name and allows REFERENCES to a
-        # missing table), so make it fail there: its table already exists.
-        storage.execute("CREATE TABLE st_broken (y INTEGER)")
     bad = store_daemon({"storetest": {"fail_migration": "true"}}, start=False, name="bad")
     bad.start(wait=False)
     assert bad.proc.wait(20) == 5
