@@ -124,6 +124,11 @@ void daemon_teardown(void)
                 n = s->next;
                 free(s->name), free(s);
         }
+        for (command *c = relay_daemon.commands, *n; c; c = n) {
+                n = c->next;
+                free(c->group), free(c->name), free(c->usage), free(c);
+        }
+        relay_daemon.commands = NULL;
         for (authenticator *a = relay_daemon.authenticators, *n; a; a = n) {
                 n = a->next;
                 free(a->name), free(a);

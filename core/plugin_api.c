@@ -93,6 +93,34 @@ RELAY_API int relay_authenticator(relay_plugin *p, const char *name, relay_authe
         return RELAY_OK;
 }
 
+RELAY_API int relay_command(relay_plugin *p, const char *group, const char *name, const char *usage,
+                            relay_command_fn fn)
+{
+        if (registering(p, "relay_command") != 0 || !group || !name || !fn)
+                return RELAY_ERR;
+        for (command *c = relay_daemon.commands; c; c = c->next)
+                if (strcmp(c->group, group) == 0 && strcmp(c->name, name) == 0) {
+                        log_write(RELAY_LOG_ERROR, p->name, NULL, "relayctl command '%s %s' is already plugin '%s''s",
+                                  group, name, c->owner->name);
+                        return RELAY_ERR;
+                }
+        command *c = calloc(1, sizeof(*c));
+        if (!c || !(c->group = strdup(group)) || !(c->name = strdup(name)) ||
+            !(c->usage = strdup(usage ? usage : ""))) {
+                if (c)
+                        free(c->group), free(c->name);
+                free(c);
+                return RELAY_ERR;
+        }
+        c->fn = fn;
+        c->owner = p;
+        command **tail = &relay_daemon.commands;
+        while (*tail)
+                tail = &(*tail)->next;
+        *tail = c;
+        return RELAY_OK;
+}
+
 RELAY_API int relay_service_provide(relay_plugin *p, const char *name, unsigned version, const void *api)
 {
         if (registering(p, "relay_service_provide") != 0)
