@@ -164,6 +164,15 @@ RELAY_API int relay_authenticator(relay_plugin *p, const char *name, relay_authe
 RELAY_API int relay_set_principal(relay_req *req, const relay_principal *principal);
 RELAY_API const relay_principal *relay_principal_of(relay_req *req);
 
+/* -------------------------------------------------------------- rate limits */
+
+/* The default limit, in requests a second per tenant, of this plugin's
+ * routes (CLASS NULL) or of the routes of a rate class (relay_route_opts).
+ * Operators override it with the section's `rate_limit` / `rate_limit.CLASS`
+ * keys; `rate_burst` sets the bucket size and `rate_per` = tenant or
+ * principal what a bucket counts.  0 means unlimited.  Call in init(). */
+RELAY_API int relay_rate_limit(relay_plugin *p, const char *rate_class, double per_second);
+
 /* ----------------------------------------------------------- admin commands */
 
 /* `relayctl GROUP NAME ARGS...` runs FN with the daemon's configuration
