@@ -488,7 +488,7 @@ int conf_parse_size(const char *s, uint64_t *out)
 
 int conf_parse_duration_ms(const char *s, uint64_t *out)
 {
-        static const char *const suf[] = {"ms", "s", "m", "h"};
-        static const uint64_t mult[] = {1, 1000, 60000, 3600000};
-        return parse_scaled(s, suf, mult, 4, 1000, out);
+        static const char *const suf[] = {"ms", "s", "m", "h", "d"};
+        static const uint64_t mult[] = {1, 1000, 60000, 3600000, 86400000};
+        return parse_scaled(s, suf, mult, 5, 1000, out);
 }

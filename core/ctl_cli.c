@@ -67,6 +67,13 @@ static int run_command(const char *group, const char *name, int argc, char **arg
                         return commands[i].fn(argc, argv);
         for (command *c = relay_daemon.commands; c; c = c->next)
                 if (strcmp(c->group, group) == 0 && strcmp(c->name, name) == 0) {
+                        /* A fresh install is bootstrapped with relayctl before the
+                         * daemon ever ran: the schema must be there first. */
+                        char err[1024];
+                        if (migrate_apply(storage_control_db(), err, sizeof(err)) != 0) {
+                                fprintf(stderr, "relayctl: %s\n", err);
+                                return 1;
+                        }
                         int rc = c->fn(c->owner, argc, argv, stdout);
                         fflush(stdout);
                         return rc;
