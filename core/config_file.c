@@ -284,6 +284,21 @@ int conf_declare(conf *c, const char *section, const char *key, relay_conf_type 
         return 0;
 }
 
+bool conf_find_key(const conf *c, const char *section, const char *key) { return key_find(c, section, key) != NULL; }
+
+int conf_set_default(conf *c, const char *section, const char *key, const char *value)
+{
+        conf_key *k = key_find(c, section, key);
+        char *v = strdup(value);
+        if (!k || !v) {
+                free(v);
+                return -1;
+        }
+        free(k->default_value);
+        k->default_value = v;
+        return 0;
+}
+
 int conf_declare_table(conf *c, const conf_key_def *defs, size_t n)
 {
         for (size_t i = 0; i < n; i++)
@@ -473,7 +488,7 @@ int conf_parse_size(const char *s, uint64_t *out)
 
 int conf_parse_duration_ms(const char *s, uint64_t *out)
 {
-        static const char *const suf[] = {"ms", "s", "m", "h"};
-        static const uint64_t mult[] = {1, 1000, 60000, 3600000};
-        return parse_scaled(s, suf, mult, 4, 1000, out);
+        static const char *const suf[] = {"ms", "s", "m", "h", "d"};
+        static const uint64_t mult[] = {1, 1000, 60000, 3600000, 86400000};
+        return parse_scaled(s, suf, mult, 5, 1000, out);
 }

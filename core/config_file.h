@@ -61,6 +61,9 @@ typedef struct conf_key_def {
 } conf_key_def;
 
 int conf_declare_table(conf *c, const conf_key_def *defs, size_t n);
+bool conf_find_key(const conf *c, const char *section, const char *key);
+/* Changes the default of a declared key (a plugin's own rate limit). */
+int conf_set_default(conf *c, const char *section, const char *key, const char *value);
 /* Copies the declared keys of FROM into C (after a reload). */
 int conf_copy_keys(conf *c, const conf *from);
 /* Every entry's section and key declared, every value of the right type.

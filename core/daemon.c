@@ -6,6 +6,7 @@
 #include "daemon.h"
 #include "events_internal.h"
 #include "log.h"
+#include "ratelimit.h"
 #include "migrate.h"
 #include "plugin_loader.h"
 #include "router.h"
@@ -80,6 +81,10 @@ int daemon_setup(const char *config_file, char **overrides, size_t n_overrides, 
         /* Now that plugins have declared their keys, check their sections. */
         if (conf_validate(c, false, err, err_len) != 0)
                 return EXIT_CONFIG;
+        if (ratelimit_compile(s) != 0) {
+                snprintf(err, err_len, "out of memory");
+                return EXIT_CONFIG;
+        }
         if (storage_open(check_only, err, err_len) != 0)
                 return EXIT_STORAGE;
         if (mode == SETUP_RUN && migrate_apply(storage_control_db(), err, err_len) != 0)
@@ -112,6 +117,7 @@ void daemon_teardown(void)
         jobs_free();
         migrate_free();
         storage_close();
+        ratelimit_free();
         plugins_unload();
         for (size_t i = 0; i < relay_daemon.n_workers; i++)
                 worker_free(relay_daemon.workers[i]);
@@ -124,6 +130,11 @@ void daemon_teardown(void)
                 n = s->next;
                 free(s->name), free(s);
         }
+        for (command *c = relay_daemon.commands, *n; c; c = n) {
+                n = c->next;
+                free(c->group), free(c->name), free(c->usage), free(c);
+        }
+        relay_daemon.commands = NULL;
         for (authenticator *a = relay_daemon.authenticators, *n; a; a = n) {
                 n = a->next;
                 free(a->name), free(a);

@@ -37,6 +37,13 @@ typedef struct service {
         relay_plugin *owner;
 } service;
 
+typedef struct command {
+        struct command *next;
+        char *group, *name, *usage;
+        relay_command_fn fn;
+        relay_plugin *owner;
+} command;
+
 typedef struct authenticator {
         struct authenticator *next;
         char *name;
@@ -60,6 +67,7 @@ typedef struct daemon {
         router *router;
         service *services;
         authenticator *authenticators;
+        command *commands; /* relayctl subcommands plugins add */
         relay_counter *counters;
         uv_mutex_t counters_lock;
         worker **workers;

@@ -20,6 +20,7 @@ core_libcore_la_SOURCES = \
 	core/net_addr.c core/net_addr.h \
 	core/plugin_api.c \
 	core/plugin_loader.c core/plugin_loader.h \
+	core/ratelimit.c core/ratelimit.h \
 	core/request.c \
 	core/response.c \
 	core/router.c core/router.h \

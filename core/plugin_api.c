@@ -35,6 +35,62 @@ static int registering(relay_plugin *p, const char *what)
 
 static char route_error[512];
 
+static const char *check_rate_per(const char *v)
+{
+        return strcmp(v, "tenant") && strcmp(v, "principal") ? "expected tenant or principal" : NULL;
+}
+
+static const char *check_rate(const char *v)
+{
+        char *end;
+        double d = strtod(v, &end);
+        if (!*v)
+                return NULL; /* empty: the plugin's rate_limit */
+        return *end || d < 0 || d != d ? "expected requests per second, such as 120 or 0.5 (0: unlimited)" : NULL;
+}
+
+/* rate_limit.CLASS, empty by default (the plugin's rate_limit applies). */
+static int declare_rate_class(relay_plugin *p, const char *rate_class)
+{
+        char key[128];
+        snprintf(key, sizeof(key), "rate_limit.%s", rate_class);
+        conf *c = conf_current();
+        if (conf_find_key(c, p->name, key))
+                return RELAY_OK;
+        return conf_declare(c, p->name, key, RELAY_CONF_STRING, "", "requests per second per tenant for this class",
+                            check_rate) == 0
+                       ? RELAY_OK
+                       : RELAY_ERR;
+}
+
+RELAY_API int relay_rate_limit(relay_plugin *p, const char *rate_class, double per_second)
+{
+        if (registering(p, "relay_rate_limit") != 0 || per_second < 0)
+                return RELAY_ERR;
+        char key[128], value[32];
+        snprintf(key, sizeof(key), rate_class ? "rate_limit.%s" : "rate_limit", rate_class);
+        snprintf(value, sizeof(value), "%g", per_second);
+        if (rate_class && declare_rate_class(p, rate_class) != 0)
+                return RELAY_ERR;
+        return conf_set_default(conf_current(), p->name, key, value) == 0 ? RELAY_OK : RELAY_ERR;
+}
+
+/* Keys every plugin section has: mount, and its rate limits. */
+int plugin_api_declare_common(relay_plugin *p, conf_check_fn check_mount);
+int plugin_api_declare_common(relay_plugin *p, conf_check_fn check_mount)
+{
+        conf *c = conf_current();
+        static const char *const per_values = "tenant or principal";
+        if (conf_declare(c, p->name, "mount", RELAY_CONF_STRING, "", "path prefix for the plugin's routes",
+                         check_mount) ||
+            conf_declare(c, p->name, "rate_limit", RELAY_CONF_STRING, "0",
+                         "requests per second per tenant (0: unlimited)", check_rate) ||
+            conf_declare(c, p->name, "rate_burst", RELAY_CONF_INT, "0", "bucket size (0: one second's worth)", NULL) ||
+            conf_declare(c, p->name, "rate_per", RELAY_CONF_STRING, "tenant", per_values, check_rate_per))
+                return -1;
+        return 0;
+}
+
 RELAY_API int relay_route_ex(relay_plugin *p, const relay_route_opts *o)
 {
         if (registering(p, "relay_route") != 0)
@@ -55,6 +111,12 @@ RELAY_API int relay_route_ex(relay_plugin *p, const relay_route_opts *o)
                        .plugin = p};
         if (o->size >= offsetof(relay_route_opts, data) + sizeof(void *))
                 proto.data = o->data;
+        if (o->size >= offsetof(relay_route_opts, rate_class) + sizeof(char *)) {
+                proto.kind = (char *)o->kind;
+                proto.rate_class = (char *)o->rate_class;
+                if (o->rate_class && declare_rate_class(p, o->rate_class) != 0)
+                        return RELAY_ERR;
+        }
         if (router_add(relay_daemon.router, &proto, route_error, sizeof(route_error)) != 0)
                 return RELAY_ERR;
         return RELAY_OK;
@@ -90,6 +152,34 @@ RELAY_API int relay_authenticator(relay_plugin *p, const char *name, relay_authe
         while (*tail)
                 tail = &(*tail)->next;
         *tail = a;
+        return RELAY_OK;
+}
+
+RELAY_API int relay_command(relay_plugin *p, const char *group, const char *name, const char *usage,
+                            relay_command_fn fn)
+{
+        if (registering(p, "relay_command") != 0 || !group || !name || !fn)
+                return RELAY_ERR;
+        for (command *c = relay_daemon.commands; c; c = c->next)
+                if (strcmp(c->group, group) == 0 && strcmp(c->name, name) == 0) {
+                        log_write(RELAY_LOG_ERROR, p->name, NULL, "relayctl command '%s %s' is already plugin '%s''s",
+                                  group, name, c->owner->name);
+                        return RELAY_ERR;
+                }
+        command *c = calloc(1, sizeof(*c));
+        if (!c || !(c->group = strdup(group)) || !(c->name = strdup(name)) ||
+            !(c->usage = strdup(usage ? usage : ""))) {
+                if (c)
+                        free(c->group), free(c->name);
+                free(c);
+                return RELAY_ERR;
+        }
+        c->fn = fn;
+        c->owner = p;
+        command **tail = &relay_daemon.commands;
+        while (*tail)
+                tail = &(*tail)->next;
+        *tail = c;
         return RELAY_OK;
 }
 

@@ -15,6 +15,7 @@
 
 const char *plugin_api_route_error(void);
 void plugin_api_clear_error(void);
+int plugin_api_declare_common(relay_plugin *p, conf_check_fn check_mount);
 
 static bool valid_name(const char *name)
 {
@@ -205,8 +206,10 @@ int plugins_init(char *err, size_t err_len)
         conf *c = conf_current();
         for (size_t i = 0; i < relay_daemon.n_plugins; i++) {
                 relay_plugin *p = relay_daemon.plugins[i];
-                conf_declare(c, p->name, "mount", RELAY_CONF_STRING, "", "path prefix for the plugin's routes",
-                             check_mount);
+                if (plugin_api_declare_common(p, check_mount) != 0) {
+                        snprintf(err, err_len, "plugin '%s': cannot declare its configuration keys", p->name);
+                        return -1;
+                }
                 const char *mount = conf_get(c, p->name, "mount");
                 p->mount = strdup(mount && !check_mount(mount) ? mount : "");
                 p->error_style = RELAY_ERRORS_OBJECT;

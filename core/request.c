@@ -9,6 +9,7 @@
 #include "daemon.h"
 #include "http.h"
 #include "log.h"
+#include "ratelimit.h"
 #include "net_addr.h"
 #include "settings.h"
 #include "storage.h"
@@ -235,7 +236,7 @@ void req_dispatch(relay_req *req)
         req->route = m.route;
         req->plugin = m.route->plugin;
         memcpy(req->params, m.params, sizeof(req->params));
-        if (authorize(req) != 0)
+        if (authorize(req) != 0 || ratelimit_refused(req))
                 return;
         req->in_handler = true;
         int rc = m.route->handler(req);

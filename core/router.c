@@ -45,7 +45,7 @@ static void node_free(node *n)
 
 static void route_free(route *rt)
 {
-        free(rt->method), free(rt->pattern), free(rt->role), free(rt->scope);
+        free(rt->method), free(rt->pattern), free(rt->role), free(rt->scope), free(rt->kind), free(rt->rate_class);
         for (int i = 0; i < rt->n_params; i++)
                 free(rt->param_names[i]);
         free(rt);
@@ -94,6 +94,8 @@ static route *route_copy(const route *proto)
         rt->pattern = strdup(proto->pattern);
         rt->role = proto->role ? strdup(proto->role) : NULL;
         rt->scope = proto->scope ? strdup(proto->scope) : NULL;
+        rt->kind = proto->kind ? strdup(proto->kind) : NULL;
+        rt->rate_class = proto->rate_class ? strdup(proto->rate_class) : NULL;
         rt->n_params = 0;
         return rt;
 }

@@ -17,6 +17,8 @@ typedef struct route {
         relay_auth auth;
         char *role, *scope;
         void *data;
+        char *kind;       /* required kind of principal, or NULL */
+        char *rate_class; /* NULL: the plugin's rate_limit */
         relay_plugin *plugin;
         char *param_names[ROUTER_MAX_PARAMS];
         int n_params;

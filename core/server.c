@@ -11,6 +11,7 @@
 #include "daemon.h"
 #include "events_internal.h"
 #include "log.h"
+#include "ratelimit.h"
 #include "net_addr.h"
 #include "plugin_loader.h"
 #include "server.h"
@@ -214,6 +215,7 @@ static void reload(void)
         if (!same_list(s->listen, s->n_listen, old->listen, old->n_listen) || s->workers != old->workers ||
             !same_list(s->load, s->n_load, old->load, old->n_load) || strcmp(s->plugin_dir, old->plugin_dir) != 0)
                 log_warn("listen addresses, workers and the plugin list change only on restart");
+        ratelimit_compile(s);
         settings_publish(s);
         plugins_reload();
         log_info("configuration reloaded");

@@ -194,6 +194,7 @@ void settings_free(settings *s)
                 settings *older = s->older;
                 free_list(s->listen);
                 free_list(s->load);
+                free(s->route_limits);
                 conf_free(s->cfg);
                 free(s);
                 s = older;

@@ -42,6 +42,10 @@ typedef struct settings {
         const char *log_file;
         bool access_log;
 
+        /* per route, compiled from the plugins' rate_limit keys (ratelimit.c) */
+        struct route_limit *route_limits;
+        size_t n_route_limits;
+
         /* [plugins] */
         const char *plugin_dir;
         char **load;

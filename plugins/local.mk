@@ -7,6 +7,8 @@ PLUGIN_CF = $(AM_CFLAGS) -fvisibility=hidden $(JANSSON_CFLAGS)
 # Names of the plugins built, for the installed relay.conf's load list.
 BUILT_PLUGINS =
 
+include plugins/users/module.mk
+
 install-data-hook: install-plugin-dir
 install-plugin-dir:
 	$(MKDIR_P) $(DESTDIR)$(relaypluginsdir)

@@ -17,7 +17,7 @@ typedef enum {
         RELAY_CONF_INT = 1,      /* decimal, may be negative */
         RELAY_CONF_BOOL = 2,     /* true/false, yes/no, on/off, 1/0 */
         RELAY_CONF_SIZE = 3,     /* bytes, with k/m/g suffixes (1024-based) */
-        RELAY_CONF_DURATION = 4, /* ms, s, m, h suffixes; a bare number is seconds */
+        RELAY_CONF_DURATION = 4, /* ms, s, m, h, d suffixes; a bare number is seconds */
         RELAY_CONF_LIST = 5      /* whitespace-separated words; `key += more` appends */
 } relay_conf_type;
 

@@ -15,6 +15,7 @@
 #ifndef RELAY_PLUGIN_H
 #define RELAY_PLUGIN_H
 
+#include <stdio.h>
 #include <relay/common.h>
 #include <relay/version.h>
 #include <relay/log.h>
@@ -127,6 +128,10 @@ typedef struct relay_route_opts {
         const char *role;  /* required role, or NULL */
         const char *scope; /* required scope, or NULL */
         void *data;        /* handed back by relay_route_data() */
+        const char *kind;  /* required kind of principal ("agent"), or NULL */
+        /* Rate-limit class: the plugin's `rate_limit.CLASS` key applies
+         * instead of `rate_limit` ("control" for control-plane routes). */
+        const char *rate_class;
         void *reserved[4];
 } relay_route_opts;
 
@@ -158,6 +163,25 @@ typedef relay_authn_result (*relay_authenticator_fn)(relay_req *req);
 RELAY_API int relay_authenticator(relay_plugin *p, const char *name, relay_authenticator_fn fn);
 RELAY_API int relay_set_principal(relay_req *req, const relay_principal *principal);
 RELAY_API const relay_principal *relay_principal_of(relay_req *req);
+
+/* -------------------------------------------------------------- rate limits */
+
+/* The default limit, in requests a second per tenant, of this plugin's
+ * routes (CLASS NULL) or of the routes of a rate class (relay_route_opts).
+ * Operators override it with the section's `rate_limit` / `rate_limit.CLASS`
+ * keys; `rate_burst` sets the bucket size and `rate_per` = tenant or
+ * principal what a bucket counts.  0 means unlimited.  Call in init(). */
+RELAY_API int relay_rate_limit(relay_plugin *p, const char *rate_class, double per_second);
+
+/* ----------------------------------------------------------- admin commands */
+
+/* `relayctl GROUP NAME ARGS...` runs FN with the daemon's configuration
+ * and storage open (relay_plugin_db works), after every plugin's init.  FN
+ * prints its result on OUT (JSON when a machine reads it) and returns the
+ * exit code: 0 success, 1 failure, 2 bad usage.  Call in init(). */
+typedef int (*relay_command_fn)(relay_plugin *p, int argc, char **argv, FILE *out);
+RELAY_API int relay_command(relay_plugin *p, const char *group, const char *name, const char *usage,
+                            relay_command_fn fn);
 
 /* ----------------------------------------------------------------- services */
 
