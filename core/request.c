@@ -206,7 +206,8 @@ static int authorize(relay_req *req)
         }
         const relay_principal *p = &req->principal;
         if ((rt->auth == RELAY_AUTH_TENANT && !p->tenant) ||
-            (rt->role && (!p->role || strcmp(p->role, rt->role) != 0)) || (rt->scope && !has_scope(p, rt->scope))) {
+            (rt->role && (!p->role || strcmp(p->role, rt->role) != 0)) || (rt->scope && !has_scope(p, rt->scope)) ||
+            (rt->kind && (!p->kind || strcmp(p->kind, rt->kind) != 0))) {
                 relay_error(req, 403, "forbidden", "this credential may not do that");
                 return -1;
         }

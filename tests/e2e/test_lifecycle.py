@@ -333,6 +333,8 @@ def test_service_between_plugins(make_daemon):
     ("/v1/tenant", "good", 200, {"subject": "tester", "tenant": "t1"}),
     ("/v1/scoped", "good", 403, "this credential may not do that"),
     ("/v1/scoped", None, 401, "authentication required"),
+    ("/v1/agents-only", "good", 403, "this credential may not do that"),  # kind "test", route wants "agent"
+    ("/v1/agents-only", None, 401, "authentication required"),
     ("/v1/echo", "bad", 200, None),  # public routes never ask
 ])
 def test_authentication_and_authorization(shared_daemon, path, token, status, expected):

@@ -184,6 +184,12 @@ static int init(relay_plugin *p)
                                    .handler = get_private,
                                    .auth = RELAY_AUTH_TENANT,
                                    .scope = "echo:write"};
+        relay_route_opts agents = {.size = sizeof(agents),
+                                   .method = "GET",
+                                   .pattern = "/v1/agents-only",
+                                   .handler = get_private,
+                                   .auth = RELAY_AUTH_PRINCIPAL,
+                                   .kind = "agent"};
         if (relay_route(p, "GET", "/v1/echo", get_echo, RELAY_AUTH_PUBLIC) ||
             relay_route(p, "POST", "/v1/echo", post_echo, RELAY_AUTH_PUBLIC) ||
             relay_route(p, "GET", "/v1/items/:id", get_item, RELAY_AUTH_PUBLIC) ||
@@ -196,7 +202,8 @@ static int init(relay_plugin *p)
             relay_route(p, "GET", "/v1/slow", get_slow, RELAY_AUTH_PUBLIC) ||
             relay_route(p, "GET", "/v1/sse", get_sse, RELAY_AUTH_PUBLIC) ||
             relay_route(p, "GET", "/v1/private", get_private, RELAY_AUTH_PRINCIPAL) ||
-            relay_route(p, "GET", "/v1/tenant", get_private, RELAY_AUTH_TENANT) || relay_route_ex(p, &scoped))
+            relay_route(p, "GET", "/v1/tenant", get_private, RELAY_AUTH_TENANT) || relay_route_ex(p, &scoped) ||
+            relay_route_ex(p, &agents))
                 return RELAY_ERR;
         return RELAY_OK;
 }
