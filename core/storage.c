@@ -52,7 +52,7 @@ static const conf_key_def storage_keys[] = {
         {"storage", "synchronous", RELAY_CONF_STRING, "normal", check_synchronous, "sqlite: off, normal, full"},
         {"storage", "connect_timeout", RELAY_CONF_DURATION, "5s", NULL, "pgsql: connection timeout"},
         {"storage", "statement_cache", RELAY_CONF_INT, "128", NULL, "prepared statements kept per connection"},
-        {"events", "poll_interval", RELAY_CONF_DURATION, "1s", NULL, "how often to look for events from other daemons"},
+        {"events", "poll_interval", RELAY_CONF_DURATION, "250ms", NULL, "how often to look for events from other processes"},
         {"events", "retry_delay", RELAY_CONF_DURATION, "5s", NULL, "wait before redelivering a refused event"},
         {"events", "batch", RELAY_CONF_INT, "200", NULL, "events read per subscriber per pass"},
         {"jobs", "poll_interval", RELAY_CONF_DURATION, "1s", NULL, "how often to look for due jobs"},
