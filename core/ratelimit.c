@@ -188,10 +188,13 @@ int ratelimit_compile(settings *s)
         return 0;
 }
 
-/* Who a bucket counts: the tenant (or the principal), else the address. */
+/* Who a bucket counts: the tenant (or the principal), else the address
+ * (public routes, and requests whose credentials failed). */
 static const char *bucket_owner(relay_req *req, bool per_principal)
 {
-        const relay_principal *p = relay_principal_of(req); /* public routes authenticate lazily */
+        /* Public routes count per address: authenticating them here would
+         * let a request with credentials escape an address's limit. */
+        const relay_principal *p = req->has_principal ? &req->principal : NULL;
         if (p && per_principal && p->subject)
                 return p->subject;
         if (p && p->tenant)

@@ -193,13 +193,14 @@ static bool has_scope(const relay_principal *p, const char *scope)
 }
 
 /* 0 when the route's requirements are met, else the error already sent. */
-static int authorize(relay_req *req)
+/* After authentication and the rate limit: 401 without a principal, 403
+ * for one that lacks the tenant, role, scope or kind the route needs. */
+static int authorize(relay_req *req, bool authenticated, bool denied)
 {
         const route *rt = req->route;
         if (rt->auth == RELAY_AUTH_PUBLIC)
                 return 0;
-        bool denied;
-        if (!authenticate(req, &denied)) {
+        if (!authenticated) {
                 relay_set_header(req, "WWW-Authenticate", "Bearer");
                 relay_error(req, 401, "unauthorized", denied ? "invalid credentials" : "authentication required");
                 return -1;
@@ -237,7 +238,10 @@ void req_dispatch(relay_req *req)
         req->route = m.route;
         req->plugin = m.route->plugin;
         memcpy(req->params, m.params, sizeof(req->params));
-        if (authorize(req) != 0 || ratelimit_refused(req))
+        /* Authenticate first (the limit counts per tenant), limit next (so
+         * failed attempts are limited too, per address), then decide. */
+        bool denied = false, authenticated = m.route->auth != RELAY_AUTH_PUBLIC && authenticate(req, &denied);
+        if (ratelimit_refused(req) || authorize(req, authenticated, denied) != 0)
                 return;
         req->in_handler = true;
         int rc = m.route->handler(req);

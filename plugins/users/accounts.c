@@ -31,9 +31,12 @@ static int get_users(relay_req *req)
         char after[64] = "";
         if (cursor && *cursor) {
                 int n = relay_b64url_decode(cursor, after, sizeof(after) - 1);
-                if (n <= 0)
+                if (n > 0)
+                        after[n] = '\0';
+                /* only a user id (usr_ + 26 Crockford characters) is a cursor we gave */
+                if (n != 4 + RELAY_ULID_LEN || strncmp(after, "usr_", 4) != 0 ||
+                    strspn(after + 4, "0123456789ABCDEFGHJKMNPQRSTVWXYZ") != RELAY_ULID_LEN)
                         return relay_error(req, 400, "invalid_cursor", "cursor is not one this server gave");
-                after[n] = '\0';
         }
         relay_db_result *r;
         int rc = relay_db_query(relay_db_of(req), &r,

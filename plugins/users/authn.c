@@ -25,6 +25,50 @@ static void split_scopes(char *scopes, const char **list, size_t max)
         list[n] = NULL;
 }
 
+/* Tokens this worker verified lately: a keep-alive client sends the same
+ * one with every request, and checking its signature and parsing its
+ * claims each time would cost more than the request.  An entry never
+ * outlives its token, and the key behind it is checked on every use
+ * (keys_live: revocation and expiry).  API keys are not cached: each use
+ * reads the key, so revoking one takes effect on the next request. */
+#define CRED_CACHE 128
+#define CRED_MAX 320
+#define CRED_TTL_MS 60000
+
+typedef struct cred_entry {
+        char cred[CRED_MAX];
+        key_principal k;
+        bool token;
+        int64_t until_ms;
+} cred_entry;
+
+static __thread cred_entry creds[CRED_CACHE];
+
+static cred_entry *cred_slot(const char *cred)
+{
+        uint32_t h = 2166136261u;
+        for (const char *c = cred; *c; c++)
+                h = (h ^ (unsigned char)*c) * 16777619u;
+        return &creds[h % CRED_CACHE];
+}
+
+/* Verifies CRED from scratch; fills K and whether it is a token. */
+static relay_authn_result verify(relay_db *db, const char *cred, key_principal *k, bool *token, int64_t *until)
+{
+        *until = relay_now_ms() + CRED_TTL_MS;
+        if (tokens_looks_like_token(cred)) {
+                *token = true;
+                if (tokens_verify(cred, k, until) != RELAY_OK)
+                        return RELAY_AUTHN_DENIED; /* bad signature or expired */
+                return RELAY_AUTHN_OK;
+        }
+        if (keys_looks_like_key(cred)) {
+                *token = false;
+                return keys_verify(db, cred, k) == RELAY_DB_OK ? RELAY_AUTHN_OK : RELAY_AUTHN_DENIED;
+        }
+        return RELAY_AUTHN_SKIP;
+}
+
 relay_authn_result users_authenticate(relay_req *req)
 {
         const char *cred = credential(req);
@@ -32,19 +76,28 @@ relay_authn_result users_authenticate(relay_req *req)
                 return RELAY_AUTHN_SKIP;
         relay_db *db = relay_db_of(req);
         key_principal k;
-        const char *kind;
-        if (tokens_looks_like_token(cred)) {
-                bool live = false;
-                if (tokens_verify(cred, &k) != RELAY_OK || keys_live(db, k.key_id, &live) != RELAY_DB_OK || !live)
-                        return RELAY_AUTHN_DENIED; /* bad, expired, or its key is revoked */
-                kind = "token";
-        } else if (keys_looks_like_key(cred)) {
-                if (keys_verify(db, cred, &k) != RELAY_DB_OK)
-                        return RELAY_AUTHN_DENIED;
-                kind = "api_key";
+        bool token = false;
+        cred_entry *e = strlen(cred) < CRED_MAX ? cred_slot(cred) : NULL;
+        int64_t now = relay_now_ms();
+        if (e && e->until_ms > now && strcmp(e->cred, cred) == 0) {
+                k = e->k;
+                token = e->token;
         } else {
-                return RELAY_AUTHN_SKIP;
+                int64_t until;
+                relay_authn_result r = verify(db, cred, &k, &token, &until);
+                if (r != RELAY_AUTHN_OK)
+                        return r;
+                if (e && token) {
+                        snprintf(e->cred, sizeof(e->cred), "%s", cred);
+                        e->k = k;
+                        e->token = token;
+                        e->until_ms = until;
+                }
         }
+        bool live = !token; /* a key was just read from the database */
+        if (token && (keys_live(db, k.key_id, &live) != RELAY_DB_OK || !live))
+                return RELAY_AUTHN_DENIED; /* its key is revoked or expired */
+        const char *kind = token ? "token" : "api_key";
         const char *scopes[32];
         split_scopes(k.scopes, scopes, 32);
         relay_principal p = {.size = sizeof(p),

@@ -14,10 +14,12 @@
 
 static int64_t revocations; /* atomic: bumped on every revocation seen */
 
+/* PREFIX (may hold dots) + 26-character id + "." + 43-character secret. */
 bool keys_looks_like_key(const char *s)
 {
         const char *dot = strrchr(s, '.');
-        return dot && dot - s > RELAY_ULID_LEN && strchr(s, '.') == dot;
+        return dot && dot - s >= RELAY_ULID_LEN &&
+               strlen(dot + 1) == (SECRET_BYTES * 4 + 2) / 3; /* unpadded base64url */
 }
 
 int keys_create(relay_plugin *p, relay_db *db, const key_spec *spec, char *key_out, char *id_out)
@@ -103,6 +105,7 @@ int keys_verify(relay_db *db, const char *presented, key_principal *out)
 typedef struct live_entry {
         char kid[32];
         bool live;
+        int64_t expires_ms; /* 0: never */
         int64_t generation, checked_ms;
 } live_entry;
 
@@ -118,7 +121,7 @@ int keys_live(relay_db *db, const char *key_id, bool *live)
         live_entry *e = &cache[h % LIVE_CACHE];
         int64_t gen = __atomic_load_n(&revocations, __ATOMIC_ACQUIRE), now = relay_now_ms();
         if (strcmp(e->kid, key_id) == 0 && e->generation == gen && now - e->checked_ms < LIVE_TTL_MS) {
-                *live = e->live;
+                *live = e->live && (!e->expires_ms || e->expires_ms > now); /* a key may expire while cached */
                 return RELAY_DB_OK;
         }
         relay_db_result *r;
@@ -130,6 +133,7 @@ int keys_live(relay_db *db, const char *key_id, bool *live)
         relay_db_free(r);
         snprintf(e->kid, sizeof(e->kid), "%s", key_id);
         e->live = *live;
+        e->expires_ms = expires > 0 ? expires : 0;
         e->generation = gen;
         e->checked_ms = now;
         return RELAY_DB_OK;
@@ -144,40 +148,32 @@ static int on_revoked(relay_plugin *p, const relay_event *ev, void *data)
 
 /* ------------------------------------------------------- relayctl key ... */
 
-/* --name VALUE style options after the subcommand. */
-static const char *opt(int argc, char **argv, const char *name)
-{
-        for (int i = 0; i + 1 < argc; i++)
-                if (strcmp(argv[i], name) == 0)
-                        return argv[i + 1];
-        return NULL;
-}
-
 static int cmd_key_create(relay_plugin *p, int argc, char **argv, FILE *out)
 {
-        const char *tenant = opt(argc, argv, "--tenant"), *role = opt(argc, argv, "--role");
-        const char *expires = opt(argc, argv, "--expires");
-        key_spec spec = {.tenant = tenant,
-                         .role = role ? role : "admin",
-                         .name = opt(argc, argv, "--name"),
-                         .scopes = opt(argc, argv, "--scopes"),
-                         .user_id = opt(argc, argv, "--user")};
-        if (!tenant || !users_valid_role(spec.role)) {
+        static const char *const allowed[] = {"--tenant", "--role", "--scopes", "--name", "--user", "--expires", NULL};
+        const char *v[6];
+        if (users_parse_opts(argc, argv, allowed, v) != 0 || !v[0] || (v[1] && !users_valid_role(v[1]))) {
                 fprintf(stderr, "usage: relayctl key create --tenant ID [--role admin|operator|viewer] [--scopes 'a b']"
                                 " [--name N] [--user ID] [--expires RFC3339]\n");
                 return 2;
         }
-        if (expires && relay_time_parse(expires, &spec.expires_ms) != RELAY_OK) {
+        key_spec spec = {.tenant = v[0], .role = v[1] ? v[1] : "admin", .scopes = v[2], .name = v[3], .user_id = v[4]};
+        if (v[5] && relay_time_parse(v[5], &spec.expires_ms) != RELAY_OK) {
                 fprintf(stderr, "relayctl: --expires wants an RFC 3339 time\n");
                 return 2;
         }
         relay_db *db = relay_plugin_db(p);
-        relay_db_result *r;
-        int rc = relay_db_query(db, &r, "SELECT 1 FROM users_tenants WHERE id = ?", "s", tenant);
-        bool exists = rc == RELAY_DB_OK && relay_db_next(r);
-        relay_db_free(r);
-        if (!exists) {
-                fprintf(stderr, "relayctl: no tenant %s\n", tenant);
+        bool tenant_ok = false, user_ok = true;
+        int rc = users_tenant_exists(db, spec.tenant, NULL, &tenant_ok);
+        if (rc == RELAY_DB_OK && spec.user_id)
+                rc = users_tenant_exists(db, spec.tenant, spec.user_id, &user_ok);
+        if (rc != RELAY_DB_OK || !tenant_ok || !user_ok) {
+                if (rc != RELAY_DB_OK)
+                        fprintf(stderr, "relayctl: %s\n", relay_db_errmsg(db));
+                else if (!tenant_ok)
+                        fprintf(stderr, "relayctl: no tenant %s\n", spec.tenant);
+                else
+                        fprintf(stderr, "relayctl: no user %s in tenant %s\n", spec.user_id, spec.tenant);
                 return 1;
         }
         char key[USERS_KEY_LEN], id[40];
@@ -185,7 +181,7 @@ static int cmd_key_create(relay_plugin *p, int argc, char **argv, FILE *out)
                 fprintf(stderr, "relayctl: %s\n", relay_db_errmsg(db));
                 return 1;
         }
-        json_t *doc = json_pack("{s:s,s:s,s:s}", "key_id", id, "tenant_id", tenant, "api_key", key);
+        json_t *doc = json_pack("{s:s,s:s,s:s}", "key_id", id, "tenant_id", spec.tenant, "api_key", key);
         json_dumpf(doc, out, JSON_COMPACT);
         fputc('\n', out);
         json_decref(doc);
@@ -195,12 +191,18 @@ static int cmd_key_create(relay_plugin *p, int argc, char **argv, FILE *out)
 
 static int cmd_key_list(relay_plugin *p, int argc, char **argv, FILE *out)
 {
-        const char *tenant = opt(argc, argv, "--tenant");
-        if (!tenant) {
+        static const char *const allowed[] = {"--tenant", NULL};
+        const char *tenant;
+        if (users_parse_opts(argc, argv, allowed, &tenant) != 0 || !tenant) {
                 fprintf(stderr, "usage: relayctl key list --tenant ID\n");
                 return 2;
         }
         relay_db *db = relay_plugin_db(p);
+        bool exists = false;
+        if (users_tenant_exists(db, tenant, NULL, &exists) != RELAY_DB_OK || !exists) {
+                fprintf(stderr, "relayctl: no tenant %s\n", tenant);
+                return 1;
+        }
         relay_db_result *r;
         if (relay_db_query(db, &r,
                            "SELECT id, prefix, name, user_id, role, scopes, created_ms, expires_ms, revoked_ms"

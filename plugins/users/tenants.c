@@ -41,12 +41,18 @@ static int cmd_tenant_create(relay_plugin *p, int argc, char **argv, FILE *out)
 
 static int cmd_user_list(relay_plugin *p, int argc, char **argv, FILE *out)
 {
-        const char *tenant = argc >= 2 && strcmp(argv[0], "--tenant") == 0 ? argv[1] : NULL;
-        if (!tenant) {
+        static const char *const allowed[] = {"--tenant", NULL};
+        const char *tenant;
+        if (users_parse_opts(argc, argv, allowed, &tenant) != 0 || !tenant) {
                 fprintf(stderr, "usage: relayctl user list --tenant ID\n");
                 return 2;
         }
         relay_db *db = relay_plugin_db(p);
+        bool exists = false;
+        if (users_tenant_exists(db, tenant, NULL, &exists) != RELAY_DB_OK || !exists) {
+                fprintf(stderr, "relayctl: no tenant %s\n", tenant);
+                return 1;
+        }
         relay_db_result *r;
         if (relay_db_query(db, &r, "SELECT id, email, role FROM users_users WHERE tenant = ? ORDER BY id", "s",
                            tenant) != RELAY_DB_OK) {

@@ -83,7 +83,7 @@ static void claim(json_t *claims, const char *name, char *dst, size_t n)
         snprintf(dst, n, "%s", json_string_value(json_object_get(claims, name)) ?: "");
 }
 
-int tokens_verify(const char *token, key_principal *out)
+int tokens_verify(const char *token, key_principal *out, int64_t *until)
 {
         memset(out, 0, sizeof(*out));
         const char *dot = strrchr(token, '.');
@@ -113,6 +113,8 @@ int tokens_verify(const char *token, key_principal *out)
         claim(claims, "r", out->role, sizeof(out->role));
         claim(claims, "sc", out->scopes, sizeof(out->scopes));
         json_decref(claims);
+        if (until && *until > exp)
+                *until = exp;
         return RELAY_OK;
 }
 

@@ -3,6 +3,7 @@
  * and the authenticator every other plugin's routes rely on.  Shapes from
  * RelaySync's API (POST /v1/auth/token, GET /v1/users, POST
  * /v1/users/invite); docs/users.md has the formats. */
+#include <stdio.h>
 #include <string.h>
 #include <sodium.h>
 #include "users.h"
@@ -10,6 +11,39 @@
 bool users_valid_role(const char *role)
 {
         return role && (!strcmp(role, "admin") || !strcmp(role, "operator") || !strcmp(role, "viewer"));
+}
+
+int users_parse_opts(int argc, char **argv, const char *const *allowed, const char **values)
+{
+        size_t n = 0;
+        while (allowed[n])
+                values[n++] = NULL;
+        for (int i = 0; i < argc; i += 2) {
+                size_t k = 0;
+                while (k < n && strcmp(argv[i], allowed[k]) != 0)
+                        k++;
+                if (k == n) {
+                        fprintf(stderr, "relayctl: unknown option '%s'\n", argv[i]);
+                        return -1;
+                }
+                if (i + 1 >= argc || strncmp(argv[i + 1], "--", 2) == 0) {
+                        fprintf(stderr, "relayctl: %s needs a value\n", argv[i]);
+                        return -1;
+                }
+                values[k] = argv[i + 1];
+        }
+        return 0;
+}
+
+int users_tenant_exists(relay_db *db, const char *tenant, const char *user_id, bool *exists)
+{
+        relay_db_result *r;
+        int rc = user_id ? relay_db_query(db, &r, "SELECT 1 FROM users_users WHERE tenant = ? AND id = ?", "ss", tenant,
+                                          user_id)
+                         : relay_db_query(db, &r, "SELECT 1 FROM users_tenants WHERE id = ?", "s", tenant);
+        *exists = rc == RELAY_DB_OK && relay_db_next(r);
+        relay_db_free(r);
+        return rc;
 }
 
 void users_hash_hex(const char *data, size_t len, char out[65])

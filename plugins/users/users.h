@@ -46,7 +46,8 @@ bool tokens_looks_like_token(const char *s);
 /* A signed token for PRINCIPAL, valid TTL_MS. */
 int tokens_issue(const key_principal *k, int64_t ttl_ms, char *out, size_t len, int64_t *expires_ms);
 /* Verifies signature and expiry; fills OUT.  RELAY_OK or RELAY_ERR. */
-int tokens_verify(const char *token, key_principal *out);
+/* UNTIL (may be NULL) is lowered to the token's expiry. */
+int tokens_verify(const char *token, key_principal *out, int64_t *until);
 int tokens_register(relay_plugin *p);
 
 /* ------------------------------------------------------- users, invites */
@@ -61,6 +62,12 @@ relay_authn_result users_authenticate(relay_req *req);
 /* ----------------------------------------------------------------- shared */
 
 bool users_valid_role(const char *role);
+/* relayctl options: ARGV holds only "--flag value" pairs from ALLOWED
+ * (NULL-terminated); VALUES[i] receives ALLOWED[i]'s value or NULL.  -1
+ * (with a message on stderr) for an unknown flag or a flag without value. */
+int users_parse_opts(int argc, char **argv, const char *const *allowed, const char **values);
+/* Does TENANT exist (and, when USER_ID is set, that user in it)? */
+int users_tenant_exists(relay_db *db, const char *tenant, const char *user_id, bool *exists);
 /* Hex of BLAKE2b-256(data): how secrets are stored. */
 void users_hash_hex(const char *data, size_t len, char out[65]);
 

@@ -206,10 +206,6 @@ def test_auth_rate_limit_per_address(users_daemon):
     assert u.accept(invite["token"])["user"]["email"] == "new@acme.test"
 
 
-@pytest.mark.xfail(reason="BUG: the per-address `auth` class is per tenant when the request carries valid "
-                          "credentials: ratelimit.c bucket_owner() calls relay_principal_of(), which authenticates "
-                          "public routes lazily, so POST /v1/auth/token with an X-API-Key/Authorization header "
-                          "draws from the tenant's bucket and escapes the address's 10/s", strict=True)
 def test_auth_rate_limit_cannot_be_escaped_with_credentials(users_daemon):
     u = users_daemon({"users": {"rate_limit.auth": None}})
     t = u.tenant()
