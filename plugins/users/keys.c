@@ -182,27 +182,17 @@ static int cmd_key_create(relay_plugin *p, int argc, char **argv, FILE *out)
                 return 1;
         }
         json_t *doc = json_pack("{s:s,s:s,s:s}", "key_id", id, "tenant_id", spec.tenant, "api_key", key);
-        json_dumpf(doc, out, JSON_COMPACT);
-        fputc('\n', out);
-        json_decref(doc);
-        sodium_memzero(key, sizeof(key));
-        return 0;
+        sodium_memzero(key, sizeof(key)); /* the JSON holds its own copy */
+        return users_print(out, doc);
 }
 
 static int cmd_key_list(relay_plugin *p, int argc, char **argv, FILE *out)
 {
-        static const char *const allowed[] = {"--tenant", NULL};
         const char *tenant;
-        if (users_parse_opts(argc, argv, allowed, &tenant) != 0 || !tenant) {
-                fprintf(stderr, "usage: relayctl key list --tenant ID\n");
-                return 2;
-        }
+        int bad = users_tenant_arg(p, argc, argv, "relayctl key list --tenant ID", &tenant);
+        if (bad)
+                return bad;
         relay_db *db = relay_plugin_db(p);
-        bool exists = false;
-        if (users_tenant_exists(db, tenant, NULL, &exists) != RELAY_DB_OK || !exists) {
-                fprintf(stderr, "relayctl: no tenant %s\n", tenant);
-                return 1;
-        }
         relay_db_result *r;
         if (relay_db_query(db, &r,
                            "SELECT id, prefix, name, user_id, role, scopes, created_ms, expires_ms, revoked_ms"
@@ -226,10 +216,7 @@ static int cmd_key_list(relay_plugin *p, int argc, char **argv, FILE *out)
                                                          : relay_time_format(relay_db_int(r, 8), rev, sizeof(rev))));
         }
         relay_db_free(r);
-        json_dumpf(keys, out, JSON_COMPACT);
-        fputc('\n', out);
-        json_decref(keys);
-        return 0;
+        return users_print(out, keys);
 }
 
 static int cmd_key_revoke(relay_plugin *p, int argc, char **argv, FILE *out)

@@ -32,27 +32,17 @@ static int cmd_tenant_create(relay_plugin *p, int argc, char **argv, FILE *out)
         }
         json_t *doc =
                 json_pack("{s:s,s:s,s:s,s:s}", "tenant_id", tenant, "name", argv[0], "key_id", key_id, "api_key", key);
-        json_dumpf(doc, out, JSON_COMPACT);
-        fputc('\n', out);
-        json_decref(doc);
-        sodium_memzero(key, sizeof(key));
-        return 0;
+        sodium_memzero(key, sizeof(key)); /* the JSON holds its own copy */
+        return users_print(out, doc);
 }
 
 static int cmd_user_list(relay_plugin *p, int argc, char **argv, FILE *out)
 {
-        static const char *const allowed[] = {"--tenant", NULL};
         const char *tenant;
-        if (users_parse_opts(argc, argv, allowed, &tenant) != 0 || !tenant) {
-                fprintf(stderr, "usage: relayctl user list --tenant ID\n");
-                return 2;
-        }
+        int bad = users_tenant_arg(p, argc, argv, "relayctl user list --tenant ID", &tenant);
+        if (bad)
+                return bad;
         relay_db *db = relay_plugin_db(p);
-        bool exists = false;
-        if (users_tenant_exists(db, tenant, NULL, &exists) != RELAY_DB_OK || !exists) {
-                fprintf(stderr, "relayctl: no tenant %s\n", tenant);
-                return 1;
-        }
         relay_db_result *r;
         if (relay_db_query(db, &r, "SELECT id, email, role FROM users_users WHERE tenant = ? ORDER BY id", "s",
                            tenant) != RELAY_DB_OK) {
@@ -64,10 +54,7 @@ static int cmd_user_list(relay_plugin *p, int argc, char **argv, FILE *out)
                 json_array_append_new(users, json_pack("{s:s,s:s,s:s}", "id", relay_db_text(r, 0), "email",
                                                        relay_db_text(r, 1), "role", relay_db_text(r, 2)));
         relay_db_free(r);
-        json_dumpf(users, out, JSON_COMPACT);
-        fputc('\n', out);
-        json_decref(users);
-        return 0;
+        return users_print(out, users);
 }
 
 int tenants_register(relay_plugin *p)

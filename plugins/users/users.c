@@ -35,6 +35,29 @@ int users_parse_opts(int argc, char **argv, const char *const *allowed, const ch
         return 0;
 }
 
+int users_tenant_arg(relay_plugin *p, int argc, char **argv, const char *usage, const char **tenant)
+{
+        static const char *const allowed[] = {"--tenant", NULL};
+        if (users_parse_opts(argc, argv, allowed, tenant) != 0 || !*tenant) {
+                fprintf(stderr, "usage: %s\n", usage);
+                return 2;
+        }
+        bool exists = false;
+        if (users_tenant_exists(relay_plugin_db(p), *tenant, NULL, &exists) != RELAY_DB_OK || !exists) {
+                fprintf(stderr, "relayctl: no tenant %s\n", *tenant);
+                return 1;
+        }
+        return 0;
+}
+
+int users_print(FILE *out, json_t *doc)
+{
+        json_dumpf(doc, out, JSON_COMPACT);
+        fputc('\n', out);
+        json_decref(doc);
+        return 0;
+}
+
 int users_tenant_exists(relay_db *db, const char *tenant, const char *user_id, bool *exists)
 {
         relay_db_result *r;

@@ -66,6 +66,11 @@ bool users_valid_role(const char *role);
  * (NULL-terminated); VALUES[i] receives ALLOWED[i]'s value or NULL.  -1
  * (with a message on stderr) for an unknown flag or a flag without value. */
 int users_parse_opts(int argc, char **argv, const char *const *allowed, const char **values);
+/* The --tenant ID of a list command, checked to exist: 0, or the exit
+ * code (2 usage, with USAGE printed; 1 no such tenant). */
+int users_tenant_arg(relay_plugin *p, int argc, char **argv, const char *usage, const char **tenant);
+/* Prints DOC as one JSON line on OUT and frees it; returns 0. */
+int users_print(FILE *out, json_t *doc);
 /* Does TENANT exist (and, when USER_ID is set, that user in it)? */
 int users_tenant_exists(relay_db *db, const char *tenant, const char *user_id, bool *exists);
 /* Hex of BLAKE2b-256(data): how secrets are stored. */
