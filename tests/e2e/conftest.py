@@ -498,7 +498,23 @@ def run_relayctl(conf_path, *args, overrides=(), timeout=30):
     for o in overrides:
         argv += ["-o", o]
     p = subprocess.run(argv + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
-    return p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
+    rc, out, err = p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
+    return _without_lsan_tracer_crash(rc, out, err)
+
+
+def _without_lsan_tracer_crash(rc, out, err):
+    """Under ASan, LeakSanitizer's own tracer thread occasionally crashes
+    while stopping the process for the leak check at exit ("Tracer caught
+    signal 11 ... LeakSanitizer has encountered a fatal error"): the leak
+    check did not run, which says nothing about the program.  When that is
+    all stderr holds and the command printed its result, the command
+    succeeded; anything else is reported as it was."""
+    if rc >= 0 or "LeakSanitizer has encountered a fatal error" not in err or not out.strip():
+        return rc, out, err
+    lines = [l for l in err.splitlines() if l.strip()]
+    if all(l.startswith("Tracer caught signal") or l.startswith("==") for l in lines):
+        return 0, out, ""
+    return rc, out, err
 
 
 @pytest.fixture(scope="session")
