@@ -188,6 +188,17 @@ static void read_rows(PGresult *res, relay_db_result *out)
         }
 }
 
+/* Typed numbers and blobs; text is left for the server to infer, so it
+ * compares with whatever column type it meets (jsonb, timestamptz...). */
+static void param_types(const relay_db_param *p, size_t n, Oid *types)
+{
+        for (size_t i = 0; i < n; i++)
+                types[i] = p[i].type == 'i'   ? OID_INT8
+                           : p[i].type == 'd' ? OID_FLOAT8
+                           : p[i].type == 'b' ? OID_BYTEA
+                                              : 0;
+}
+
 static char params_type(const relay_db_param *p) { return p->type; }
 
 /* The prepared statement's name for SQL with these parameter types. */
@@ -207,11 +218,7 @@ static const char *prepared(relay_driver_conn *c, const char *sql, const relay_d
                 return name;
         }
         Oid types[MAX_PARAMS];
-        for (size_t i = 0; i < n; i++)
-                types[i] = p[i].type == 'i'   ? OID_INT8
-                           : p[i].type == 'd' ? OID_FLOAT8
-                           : p[i].type == 'b' ? OID_BYTEA
-                                              : 0;
+        param_types(p, n, types);
         char *text = number_placeholders(sql);
         char *nm = malloc(24);
         if (!text || !nm) {
@@ -271,11 +278,7 @@ static int conn_exec(relay_driver_conn *c, const char *sql, const relay_db_param
                         res = PQexecPrepared(c->pg, name, (int)n, values, lengths, formats, 0);
                 } else {
                         Oid types[MAX_PARAMS];
-                        for (size_t i = 0; i < n; i++)
-                                types[i] = params[i].type == 'i'   ? OID_INT8
-                                           : params[i].type == 'd' ? OID_FLOAT8
-                                           : params[i].type == 'b' ? OID_BYTEA
-                                                                   : 0;
+                        param_types(params, n, types);
                         char *text = number_placeholders(sql);
                         res = PQexecParams(c->pg, text ? text : sql, (int)n, types, values, lengths, formats, 0);
                         free(text);
