@@ -55,7 +55,6 @@ int daemon_setup(const char *config_file, char **overrides, size_t n_overrides, 
                  size_t err_len)
 {
         bool check_only = mode == SETUP_CHECK;
-        relay_daemon.check_only = check_only;
         if (base_setup(err, err_len) != 0)
                 return EXIT_CONFIG;
         conf *c = load_conf(config_file, overrides, n_overrides, err, err_len);

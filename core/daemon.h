@@ -73,7 +73,6 @@ typedef struct daemon {
         worker **workers;
         size_t n_workers;
         int64_t connections;        /* open HTTP connections, atomic */
-        bool check_only;            /* relay-server -t */
         relay_plugin *initialising; /* whose init() is running */
 } daemon_t;
 

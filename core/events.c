@@ -103,8 +103,6 @@ RELAY_API int relay_event_subscribe(relay_plugin *p, const char *name, const cha
         return RELAY_OK;
 }
 
-bool events_have_subscribers(void) { return subs != NULL; }
-
 /* ------------------------------------------------------------ dispatching */
 
 static int load_cursor(relay_db *db, subscription *s)

@@ -14,8 +14,6 @@ void jobs_stop(void);
 /* A transaction that wrote events / jobs has committed (any thread). */
 void events_kick(void);
 void jobs_kick(void);
-bool events_have_subscribers(void);
-bool jobs_have_handlers(void);
 void events_free(void);
 void jobs_free(void);
 

@@ -94,8 +94,6 @@ RELAY_API int relay_job_handler(relay_plugin *p, const char *kind, int concurren
         return RELAY_OK;
 }
 
-bool jobs_have_handlers(void) { return handlers != NULL; }
-
 RELAY_API const char *relay_job_id(relay_job *job) { return job->id; }
 RELAY_API const char *relay_job_tenant(relay_job *job) { return job->tenant; }
 RELAY_API const char *relay_job_kind(relay_job *job) { return job->kind; }

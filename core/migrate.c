@@ -71,8 +71,6 @@ RELAY_API int relay_migrations(relay_plugin *p, const relay_migration *list)
         return add_owner(p, list);
 }
 
-bool migrate_any(void) { return true; /* the core always has its own */ }
-
 void migrate_free(void)
 {
         for (owner *o = owners, *n; o; o = n) {

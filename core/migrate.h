@@ -12,7 +12,6 @@ int migrate_apply(relay_db *db, char *err, size_t err_len);
 /* Prints applied and pending versions per owner (relayctl db status);
  * returns the number pending, or -1. */
 int migrate_status(relay_db *db, FILE *out, char *err, size_t err_len);
-bool migrate_any(void);
 void migrate_free(void);
 
 #endif

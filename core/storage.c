@@ -153,8 +153,6 @@ void storage_close(void)
         memset(&st, 0, sizeof(st));
 }
 
-bool storage_ready(void) { return st.drv != NULL; }
-
 relay_db *storage_db_new(void)
 {
         relay_db *db = calloc(1, sizeof(*db));

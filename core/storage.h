@@ -22,7 +22,6 @@ int storage_declare(conf *c, const char *driver_dir);
  * thread's connection).  0, or -1 with ERR. */
 int storage_open(bool check_only, char *err, size_t err_len);
 void storage_close(void);
-bool storage_ready(void);
 
 /* A new connection handle for a thread (connects on first use). */
 relay_db *storage_db_new(void);
