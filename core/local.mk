@@ -11,6 +11,7 @@ core_libcore_la_SOURCES = \
 	core/daemon.c core/daemon.h \
 	core/db_result.c core/db_result.h \
 	core/events.c core/events_internal.h \
+	core/hash.h \
 	core/health.c \
 	core/jobs.c \
 	core/log.c core/log.h \

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <uv.h>
 #include "daemon.h"
+#include "hash.h"
 #include "http.h"
 #include "ratelimit.h"
 #include "router.h"
@@ -38,14 +39,6 @@ static void init_shards(void)
 {
         for (int i = 0; i < SHARDS; i++)
                 uv_mutex_init(&shards[i].lock);
-}
-
-static uint64_t hash_key(const char *s)
-{
-        uint64_t h = 1469598103934665603ULL;
-        for (; *s; s++)
-                h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-        return h;
 }
 
 static int64_t ceil_pos(double x)
@@ -108,7 +101,7 @@ static bucket *find_or_add(shard *s, const char *key, uint64_t h, double rate, d
 void ratelimit_take(const char *key, double rate, double burst, int64_t now_ms, ratelimit_result *out)
 {
         uv_once(&once, init_shards);
-        uint64_t h = hash_key(key);
+        uint64_t h = hash_string(key);
         shard *s = &shards[h & (SHARDS - 1)];
         uv_mutex_lock(&s->lock);
         bucket *b = find_or_add(s, key, h, rate, burst, now_ms);

@@ -3,6 +3,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include "hash.h"
 #include "relay/driver.h"
 
 typedef struct slot {
@@ -14,14 +15,6 @@ struct relay_map {
         slot *slots;
         size_t cap, count;
 };
-
-static uint64_t hash(const char *s)
-{
-        uint64_t h = 1469598103934665603ULL;
-        for (; *s; s++)
-                h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-        return h;
-}
 
 RELAY_API relay_map *relay_map_new(void)
 {
@@ -35,7 +28,7 @@ RELAY_API relay_map *relay_map_new(void)
 
 static slot *find(relay_map *m, const char *key)
 {
-        size_t i = hash(key) & (m->cap - 1);
+        size_t i = hash_string(key) & (m->cap - 1);
         while (m->slots[i].key && strcmp(m->slots[i].key, key) != 0)
                 i = (i + 1) & (m->cap - 1);
         return &m->slots[i];

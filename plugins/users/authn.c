@@ -44,14 +44,6 @@ typedef struct cred_entry {
 
 static __thread cred_entry creds[CRED_CACHE];
 
-static cred_entry *cred_slot(const char *cred)
-{
-        uint32_t h = 2166136261u;
-        for (const char *c = cred; *c; c++)
-                h = (h ^ (unsigned char)*c) * 16777619u;
-        return &creds[h % CRED_CACHE];
-}
-
 /* Verifies CRED from scratch; fills K and whether it is a token. */
 static relay_authn_result verify(relay_db *db, const char *cred, key_principal *k, bool *token, int64_t *until)
 {
@@ -77,7 +69,7 @@ relay_authn_result users_authenticate(relay_req *req)
         relay_db *db = relay_db_of(req);
         key_principal k;
         bool token = false;
-        cred_entry *e = strlen(cred) < CRED_MAX ? cred_slot(cred) : NULL;
+        cred_entry *e = strlen(cred) < CRED_MAX ? &creds[users_slot_hash(cred) % CRED_CACHE] : NULL;
         int64_t now = relay_now_ms();
         if (e && e->until_ms > now && strcmp(e->cred, cred) == 0) {
                 k = e->k;

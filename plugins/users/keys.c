@@ -115,10 +115,7 @@ void keys_revoked_somewhere(void) { __atomic_add_fetch(&revocations, 1, __ATOMIC
 
 int keys_live(relay_db *db, const char *key_id, bool *live)
 {
-        uint32_t h = 2166136261u;
-        for (const char *c = key_id; *c; c++)
-                h = (h ^ (unsigned char)*c) * 16777619u;
-        live_entry *e = &cache[h % LIVE_CACHE];
+        live_entry *e = &cache[users_slot_hash(key_id) % LIVE_CACHE];
         int64_t gen = __atomic_load_n(&revocations, __ATOMIC_ACQUIRE), now = relay_now_ms();
         if (strcmp(e->kid, key_id) == 0 && e->generation == gen && now - e->checked_ms < LIVE_TTL_MS) {
                 *live = e->live && (!e->expires_ms || e->expires_ms > now); /* a key may expire while cached */

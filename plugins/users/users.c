@@ -69,6 +69,14 @@ int users_tenant_exists(relay_db *db, const char *tenant, const char *user_id, b
         return rc;
 }
 
+uint32_t users_slot_hash(const char *s)
+{
+        uint32_t h = 2166136261u;
+        for (; *s; s++)
+                h = (h ^ (unsigned char)*s) * 16777619u;
+        return h;
+}
+
 void users_hash_hex(const char *data, size_t len, char out[65])
 {
         unsigned char h[32];

@@ -73,6 +73,8 @@ int users_tenant_arg(relay_plugin *p, int argc, char **argv, const char *usage, 
 int users_print(FILE *out, json_t *doc);
 /* Does TENANT exist (and, when USER_ID is set, that user in it)? */
 int users_tenant_exists(relay_db *db, const char *tenant, const char *user_id, bool *exists);
+/* FNV-1a of S: picks a slot in the per-worker caches. */
+uint32_t users_slot_hash(const char *s);
 /* Hex of BLAKE2b-256(data): how secrets are stored. */
 void users_hash_hex(const char *data, size_t len, char out[65]);
 
