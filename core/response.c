@@ -236,15 +236,15 @@ void response_protocol_error(conn *c, int status, const char *message)
         req->replied = false;
         req->plugin = NULL;
         req->out_headers.len = 0;
-        static const char *const codes[][2] = {{"400", "bad_request"},       {"408", "request_timeout"},
-                                               {"413", "payload_too_large"}, {"417", "expectation_failed"},
-                                               {"431", "headers_too_large"}, {"503", "overloaded"}};
+        static const struct {
+                int status;
+                const char *code;
+        } codes[] = {{400, "bad_request"},        {408, "request_timeout"},   {413, "payload_too_large"},
+                     {417, "expectation_failed"}, {431, "headers_too_large"}, {503, "overloaded"}};
         const char *code = "bad_request";
-        char s[8];
-        snprintf(s, sizeof(s), "%d", status);
         for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++)
-                if (strcmp(codes[i][0], s) == 0)
-                        code = codes[i][1];
+                if (codes[i].status == status)
+                        code = codes[i].code;
         req->head = false;
         if (status == 503)
                 relay_set_header(req, "Retry-After", "1");
