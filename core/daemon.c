@@ -5,6 +5,7 @@
 #include <sodium.h>
 #include "daemon.h"
 #include "events_internal.h"
+#include "idempotency_internal.h"
 #include "log.h"
 #include "ratelimit.h"
 #include "migrate.h"
@@ -97,6 +98,7 @@ int daemon_start_plugins(char *err, size_t err_len)
                 return EXIT_INIT;
         events_start();
         jobs_start();
+        idem_start();
         return 0;
 }
 

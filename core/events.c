@@ -50,7 +50,8 @@ RELAY_API int relay_event_matches(const char *pattern, const char *type)
         return strcmp(pattern, type) == 0;
 }
 
-RELAY_API int relay_event_emit(relay_db *db, const char *tenant, const char *type, json_t *payload, char *id_out)
+RELAY_API int relay_event_emit_ex(relay_db *db, const char *tenant, const char *type, json_t *payload, char *id_out,
+                                  int64_t *seq_out)
 {
         char id[40];
         relay_id_new("evt_", id, sizeof(id));
@@ -58,23 +59,44 @@ RELAY_API int relay_event_emit(relay_db *db, const char *tenant, const char *typ
                 json_decref(payload);
                 return RELAY_DB_ERROR;
         }
+        if (!payload)
+                payload = json_object();
         bool own = !relay_db_in_transaction(db);
         int rc = own ? relay_db_begin(db) : RELAY_DB_OK;
         if (rc == RELAY_DB_OK && strcmp(relay_db_dialect(db), "pgsql") == 0)
                 rc = relay_db_exec(db, NULL, "SELECT pg_advisory_xact_lock(" OUTBOX_LOCK ")", "");
+        relay_db_result *r = NULL;
         if (rc == RELAY_DB_OK)
-                rc = relay_db_exec(
-                        db, NULL,
-                        "INSERT INTO relay_events (id, tenant, type, payload, created_ms) VALUES (?, ?, ?, ?, ?)",
-                        "sssji", id, tenant, type, payload ? payload : json_object(), relay_now_ms());
+                rc = relay_db_query(db, &r,
+                                    "INSERT INTO relay_events (id, tenant, type, payload, created_ms)"
+                                    " VALUES (?, ?, ?, ?, ?) RETURNING seq",
+                                    "sssji", id, tenant, type, payload, relay_now_ms());
         json_decref(payload);
+        int64_t seq = rc == RELAY_DB_OK && relay_db_next(r) ? relay_db_int(r, 0) : 0;
+        relay_db_free(r);
         if (rc == RELAY_DB_OK)
                 db->emitted = true;
         if (own)
                 rc = rc == RELAY_DB_OK ? relay_db_commit(db) : (relay_db_rollback(db), rc);
         if (rc == RELAY_DB_OK && id_out)
                 memcpy(id_out, id, strlen(id) + 1);
+        if (rc == RELAY_DB_OK && seq_out)
+                *seq_out = seq;
         return rc;
+}
+
+RELAY_API int relay_event_order_lock(relay_db *db)
+{
+        if (!relay_db_in_transaction(db))
+                return RELAY_DB_ERROR;
+        if (strcmp(relay_db_dialect(db), "pgsql") != 0)
+                return RELAY_DB_OK;
+        return relay_db_exec(db, NULL, "SELECT pg_advisory_xact_lock(" OUTBOX_LOCK ")", "");
+}
+
+RELAY_API int relay_event_emit(relay_db *db, const char *tenant, const char *type, json_t *payload, char *id_out)
+{
+        return relay_event_emit_ex(db, tenant, type, payload, id_out, NULL);
 }
 
 RELAY_API int relay_event_subscribe(relay_plugin *p, const char *name, const char *pattern, relay_event_fn fn,

@@ -83,6 +83,7 @@ struct relay_req {
         size_t header_bytes;
         buf body;
         json_t *json;
+        json_t *kept; /* other JSON the request owns (cursor states) */
         bool head, expect_continue;
         int error_status; /* set by a parser callback before it fails */
 
@@ -118,6 +119,8 @@ void conn_request_done(conn *c);
 /* request.c */
 relay_req *req_acquire(worker *w, conn *c);
 void req_release(relay_req *req);
+/* Hands J (a new reference) to REQ, which frees it when it ends; returns J. */
+json_t *req_keep(relay_req *req, json_t *j);
 int req_parse_target(relay_req *req);
 void req_dispatch(relay_req *req);
 /* Log, count, and return the request to the pool (sync replies). */

@@ -7,12 +7,14 @@ core_libcore_la_SOURCES = \
 	core/buf.c core/buf.h \
 	core/config_file.c core/config_file.h \
 	core/ctl_cli.c \
+	core/cursor.c \
 	core/conn.c core/http.h \
 	core/daemon.c core/daemon.h \
 	core/db_result.c core/db_result.h \
 	core/events.c core/events_internal.h \
 	core/hash.h \
 	core/health.c \
+	core/idempotency.c core/idempotency_internal.h \
 	core/jobs.c \
 	core/log.c core/log.h \
 	core/metrics.c core/metrics.h \

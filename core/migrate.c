@@ -37,6 +37,13 @@ static const relay_migration core_migrations[] = {
          "CREATE INDEX relay_jobs_due ON relay_jobs (kind, state, run_at);"
          "CREATE INDEX relay_jobs_tenant ON relay_jobs (tenant, id);",
          NULL, NULL},
+        /* Idempotency-Key outcomes (relay/idempotency.h); tenant '' when none. */
+        {3,
+         "CREATE TABLE relay_idempotency (tenant TEXT NOT NULL, scope TEXT NOT NULL, key TEXT NOT NULL,"
+         " fingerprint TEXT NOT NULL, status INTEGER NOT NULL, body TEXT, created_ms BIGINT NOT NULL,"
+         " expires_ms BIGINT NOT NULL, PRIMARY KEY (tenant, scope, key));"
+         "CREATE INDEX relay_idempotency_expiry ON relay_idempotency (expires_ms);",
+         NULL, NULL},
         {0, NULL, NULL, NULL}};
 
 static int add_owner(relay_plugin *p, const relay_migration *list)

@@ -33,11 +33,20 @@ relay_req *req_acquire(worker *w, conn *c)
         return req;
 }
 
+json_t *req_keep(relay_req *req, json_t *j)
+{
+        if (!req->kept)
+                req->kept = json_array();
+        json_array_append_new(req->kept, j);
+        return j;
+}
+
 /* Everything but the kept buffers back to zero. */
 void req_release(relay_req *req)
 {
         worker *w = req->w;
         json_decref(req->json);
+        json_decref(req->kept);
         arena_reset(&req->mem);
         buf scratch = req->scratch, body = req->body, out_headers = req->out_headers;
         arena mem = req->mem;

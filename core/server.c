@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include "daemon.h"
 #include "events_internal.h"
+#include "idempotency_internal.h"
 #include "log.h"
 #include "ratelimit.h"
 #include "net_addr.h"
@@ -140,6 +141,7 @@ static void on_worker_exit(uv_async_t *a)
         for (size_t i = 0; i < relay_daemon.n_workers; i++)
                 worker_join(relay_daemon.workers[i]);
         events_stop();
+        idem_stop();
         jobs_stop();
         plugins_stop();
         uv_walk(relay_daemon.loop, close_walk, NULL);

@@ -131,3 +131,12 @@ RELAY_API int relay_b64url_decode(const char *in, void *out, size_t out_len)
                 return RELAY_ERR;
         return (int)n;
 }
+
+RELAY_API void relay_hash_hex(const void *data, size_t len, char out[65])
+{
+        unsigned char h[32];
+        crypto_generichash(h, sizeof(h), data, len, NULL, 0);
+        sodium_bin2hex(out, 65, h, sizeof(h));
+}
+
+RELAY_API bool relay_equal_ct(const void *a, const void *b, size_t len) { return sodium_memcmp(a, b, len) == 0; }

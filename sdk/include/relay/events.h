@@ -29,10 +29,25 @@ typedef struct relay_event {
  * is none).  ID_OUT (may be NULL, 40 bytes) receives the event id.  Steals
  * PAYLOAD. */
 RELAY_API int relay_event_emit(relay_db *db, const char *tenant, const char *type, json_t *payload, char *id_out);
+/* The same, also giving the event's sequence number in *SEQ_OUT (may be
+ * NULL).  Sequence numbers follow commit order on both engines, so a
+ * plugin may use SEQ as the position of its change in a feed it serves
+ * (the records change feed does).  (ABI 1.1) */
+RELAY_API int relay_event_emit_ex(relay_db *db, const char *tenant, const char *type, json_t *payload, char *id_out,
+                                  int64_t *seq_out);
 
 /* Returns RELAY_OK once the event is handled; anything else delivers it
  * again later (after [events] retry_delay). */
 typedef int (*relay_event_fn)(relay_plugin *p, const relay_event *ev, void *data);
+
+/* Takes the outbox's ordering lock in DB's open transaction now, instead
+ * of at the first emit.  A transaction that reads rows, then changes them
+ * and emits events, calls it first: writers then queue before they read,
+ * so what they read stays current until they commit, and every writer
+ * takes its locks in the same order (outbox first, rows after).  On
+ * SQLite, whose BEGIN IMMEDIATE already serialises writers, it does
+ * nothing.  (ABI 1.1) */
+RELAY_API int relay_event_order_lock(relay_db *db);
 
 /* Calls FN on the control thread for each committed event whose type
  * matches PATTERN ("record.*", "*", "record.synced").  NAME identifies the

@@ -27,6 +27,7 @@
 #include <relay/db.h>
 #include <relay/events.h>
 #include <relay/jobs.h>
+#include <relay/idempotency.h>
 
 RELAY_BEGIN_DECLS
 

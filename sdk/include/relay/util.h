@@ -4,6 +4,7 @@
 #define RELAY_UTIL_H
 
 #include <stdbool.h>
+#include <jansson.h>
 #include <relay/common.h>
 
 RELAY_BEGIN_DECLS
@@ -34,6 +35,24 @@ RELAY_API int relay_b64url_decode(const char *in, void *out, size_t out_len);
 /* ?limit= for list routes: DEF when absent; a value that is not an integer
  * in [1, MAX] sets *bad and returns DEF. */
 RELAY_API long relay_query_limit(relay_req *req, const char *name, long def, long max, bool *bad);
+
+/* Opaque pagination cursors: a small JSON object (the position: last id,
+ * sequence number...) that clients hand back unchanged.  Encode writes
+ * base64url of STATE into OUT (RELAY_CURSOR_MAX bytes suffice) and returns
+ * RELAY_OK, or RELAY_ERR when it does not fit.  (ABI 1.1) */
+#define RELAY_CURSOR_MAX 512
+RELAY_API int relay_cursor_encode(const json_t *state, char *out, size_t out_len);
+/* Reads the query parameter NAME as a cursor.  Absent or empty: *STATE =
+ * NULL and RELAY_OK.  Not a cursor this server gave: replies 400
+ * "invalid_cursor" in the plugin's error style and returns RELAY_ERR (the
+ * handler then returns RELAY_OK).  *STATE is owned by the request. (1.1) */
+RELAY_API int relay_query_cursor(relay_req *req, const char *name, json_t **state);
+
+/* BLAKE2b-256 of DATA as 64 hex digits and a terminator (libsodium): how
+ * secrets and request fingerprints are stored.  (ABI 1.1) */
+RELAY_API void relay_hash_hex(const void *data, size_t len, char out[65]);
+/* Constant-time equality of two buffers of LEN bytes.  (ABI 1.1) */
+RELAY_API bool relay_equal_ct(const void *a, const void *b, size_t len);
 
 RELAY_END_DECLS
 #endif
