@@ -8,6 +8,7 @@ PLUGIN_CF = $(AM_CFLAGS) -fvisibility=hidden $(JANSSON_CFLAGS)
 BUILT_PLUGINS =
 
 include plugins/users/module.mk
+include plugins/records/module.mk
 
 install-data-hook: install-plugin-dir
 install-plugin-dir:

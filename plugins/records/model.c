@@ -1,0 +1,173 @@
+/* model.c - what a record is: its fields and their limits, its JSON shape,
+ * its causal tokens.
+ *
+ * A record: id ("rec_" + ULID), title, type, site, status, a free JSON
+ * payload, and `causal`, the token of its current version.  Every change
+ * a client makes gets a new token, greater than the last (ULID layout:
+ * time then randomness), so tokens sort in version order. */
+#include <stdlib.h>
+#include <string.h>
+#include "records.h"
+
+#define TITLE_MAX 200
+#define WORD_MAX 64
+
+static const char crockford[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+static const char *const statuses[] = {"draft", "queued", "synced", "failed", NULL};
+static const char *const create_fields[] = {"id", "title", "type", "site", "status", "payload", NULL};
+static const char *const patch_fields[] = {"title", "type", "site", "status", "payload", "causal", NULL};
+
+static bool ulid_valid(const char *s)
+{
+        return s && strlen(s) == RELAY_ULID_LEN && strspn(s, crockford) == RELAY_ULID_LEN && s[0] <= '7';
+}
+
+bool record_id_valid(const char *s) { return s && strncmp(s, "rec_", 4) == 0 && ulid_valid(s + 4); }
+
+bool record_status_valid(const char *s)
+{
+        for (int i = 0; s && statuses[i]; i++)
+                if (strcmp(s, statuses[i]) == 0)
+                        return true;
+        return false;
+}
+
+json_t *record_json(relay_db_result *r)
+{
+        char created[40], updated[40], deleted[40];
+        bool gone = !relay_db_is_null(r, 10);
+        json_t *payload = relay_db_json(r, 5);
+        return json_pack("{s:s,s:s,s:s,s:s?,s:s,s:o,s:s,s:I,s:s,s:s,s:b,s:s?,s:s?}", "id", relay_db_text(r, 0), "title",
+                         relay_db_text(r, 1), "type", relay_db_text(r, 2), "site", relay_db_text(r, 3), "status",
+                         relay_db_text(r, 4), "payload", payload ? payload : json_object(), "causal",
+                         relay_db_text(r, 6), "size", (json_int_t)relay_db_int(r, 7), "created_at",
+                         relay_time_format(relay_db_int(r, 8), created, sizeof(created)), "updated_at",
+                         relay_time_format(relay_db_int(r, 9), updated, sizeof(updated)), "deleted", gone, "deleted_at",
+                         gone ? relay_time_format(relay_db_int(r, 10), deleted, sizeof(deleted)) : NULL, "updated_by",
+                         relay_db_text(r, 12));
+}
+
+static bool listed(const char *name, const char *const *names)
+{
+        for (int i = 0; names[i]; i++)
+                if (strcmp(name, names[i]) == 0)
+                        return true;
+        return false;
+}
+
+/* FIELD, when present, must be a string of 1..MAX bytes (NULL_OK: or null). */
+static void check_string(const json_t *fields, const char *field, size_t max, bool required, bool null_ok,
+                         json_t **errors)
+{
+        const json_t *v = json_object_get(fields, field);
+        char msg[96];
+        if (!v) {
+                if (required)
+                        relay_validation_add(errors, "body", field, "field required", "missing");
+                return;
+        }
+        if (json_is_null(v) && null_ok)
+                return;
+        size_t n = json_is_string(v) ? json_string_length(v) : 0;
+        if (!json_is_string(v) || n == 0 || n > max) {
+                snprintf(msg, sizeof(msg), "%s must be a string of 1 to %zu characters", field, max);
+                relay_validation_add(errors, "body", field, msg, "value_error");
+        } else if (memchr(json_string_value(v), '\0', n)) {
+                relay_validation_add(errors, "body", field, "must not contain NUL characters", "value_error");
+        }
+}
+
+void record_validate(const json_t *fields, bool patch, json_t **errors)
+{
+        const char *key;
+        json_t *v;
+        json_object_foreach((json_t *)fields, key, v)
+        {
+                if (!listed(key, patch ? patch_fields : create_fields)) {
+                        char msg[160];
+                        snprintf(msg, sizeof(msg), "unknown field '%.64s'%s", key,
+                                 patch && strcmp(key, "id") == 0 ? ": a record's id cannot change" : "");
+                        relay_validation_add(errors, "body", key, msg, "value_error");
+                }
+        }
+        if (!patch && json_object_get(fields, "id") &&
+            !record_id_valid(json_string_value(json_object_get(fields, "id"))))
+                relay_validation_add(errors, "body", "id", "id must be rec_ followed by 26 Crockford base32 characters",
+                                     "value_error");
+        check_string(fields, "title", TITLE_MAX, !patch, false, errors);
+        check_string(fields, "type", WORD_MAX, !patch, false, errors);
+        check_string(fields, "site", WORD_MAX, false, true, errors);
+        const json_t *status = json_object_get(fields, "status");
+        if (status && !record_status_valid(json_string_value(status)))
+                relay_validation_add(errors, "body", "status", "status must be draft, queued, synced or failed",
+                                     "value_error");
+        const json_t *payload = json_object_get(fields, "payload");
+        if (payload && !json_is_object(payload) && !(patch && json_is_null(payload)))
+                relay_validation_add(errors, "body", "payload", "payload must be a JSON object", "type_error");
+        if (patch && json_object_get(fields, "causal") &&
+            !ulid_valid(json_string_value(json_object_get(fields, "causal"))))
+                relay_validation_add(errors, "body", "causal", "causal must be a token this server gave",
+                                     "value_error");
+}
+
+/* Adds one to a base32 number in place (the token after PREV in the same ms). */
+static void increment(char *s)
+{
+        for (int i = RELAY_ULID_LEN - 1; i >= 0; i--) {
+                const char *at = strchr(crockford, s[i]);
+                size_t d = at ? (size_t)(at - crockford) : 0;
+                if (d < 31) {
+                        s[i] = crockford[d + 1];
+                        return;
+                }
+                s[i] = '0';
+        }
+}
+
+void causal_next(const char *prev, char out[CAUSAL_LEN])
+{
+        relay_id_new("", out, CAUSAL_LEN);
+        if (prev && ulid_valid(prev) && strcmp(out, prev) <= 0) {
+                memcpy(out, prev, CAUSAL_LEN);
+                increment(out);
+        }
+}
+
+void json_merge_patch(json_t *target, const json_t *patch)
+{
+        const char *key;
+        json_t *v;
+        json_object_foreach((json_t *)patch, key, v)
+        {
+                json_t *cur = json_object_get(target, key);
+                if (json_is_null(v))
+                        json_object_del(target, key);
+                else if (json_is_object(v) && json_is_object(cur))
+                        json_merge_patch(cur, v);
+                else if (json_is_object(v)) {
+                        json_t *fresh = json_object();
+                        json_merge_patch(fresh, v);
+                        json_object_set_new(target, key, fresh);
+                } else
+                        json_object_set(target, key, v);
+        }
+}
+
+void change_fingerprint(const records_change *c, char out[65])
+{
+        static const char *const ops[] = {"create", "update", "delete"};
+        json_t *doc = json_pack("{s:s,s:s?,s:s?,s:O?}", "op", ops[c->op], "id", c->id, "causal", c->causal, "fields",
+                                c->fields);
+        char *text = json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS);
+        relay_hash_hex(text ? text : "", text ? strlen(text) : 0, out);
+        free(text);
+        json_decref(doc);
+}
+
+json_t *error_body(const char *code, const char *message, json_t *extra)
+{
+        json_t *e = json_pack("{s:s,s:s}", "code", code, "message", message);
+        if (extra)
+                json_object_update_new(e, extra);
+        return e;
+}

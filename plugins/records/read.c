@@ -1,0 +1,83 @@
+/* read.c - the read routes:
+ *   GET /v1/records?status=&type=&site=&updated_since=&limit=&cursor=
+ *       live records (no tombstones), newest first, cursor paged.  The
+ *       cursor is the last id shown and ids only grow, so pages neither
+ *       repeat nor skip records while others are inserted.
+ *   GET /v1/records/:id   one record; a tombstone answers 410 */
+#include <string.h>
+#include "records.h"
+
+static int get_records(relay_req *req)
+{
+        const char *status = relay_query(req, "status"), *type = relay_query(req, "type");
+        const char *site = relay_query(req, "site"), *since = relay_query(req, "updated_since");
+        long max = (long)relay_conf_int(records_self, "max_page_size");
+        bool bad = false;
+        long limit = relay_query_limit(req, "limit", max < 50 ? max : 50, max, &bad);
+        if (bad)
+                return relay_error(req, 400, "invalid_limit", "limit must be an integer from 1 to %ld", max);
+        if (status && !record_status_valid(status))
+                return relay_error(req, 400, "invalid_status", "status must be draft, queued, synced or failed");
+        int64_t since_ms = 0;
+        if (since && relay_time_parse(since, &since_ms) != RELAY_OK)
+                return relay_error(req, 400, "invalid_updated_since", "updated_since must be an RFC 3339 time");
+        json_t *cursor;
+        if (relay_query_cursor(req, "cursor", &cursor) != RELAY_OK)
+                return RELAY_OK;
+        const char *after = json_string_value(json_object_get(cursor, "id"));
+        if (cursor && !record_id_valid(after))
+                return relay_error(req, 400, "invalid_cursor", "cursor is not one this server gave");
+        relay_db_result *r;
+        int rc = relay_db_query(relay_db_of(req), &r,
+                                "SELECT " RECORD_COLUMNS " FROM records_records WHERE tenant = ? AND deleted_ms IS NULL"
+                                " AND (CAST(? AS TEXT) IS NULL OR status = ?) AND (CAST(? AS TEXT) IS NULL OR type = ?)"
+                                " AND (CAST(? AS TEXT) IS NULL OR site = ?) AND updated_ms >= ? AND id < ?"
+                                " ORDER BY id DESC LIMIT ?",
+                                "sssssssisi", relay_principal_of(req)->tenant, status, status, type, type, site, site,
+                                since_ms, after ? after : "rec_~", (int64_t)limit + 1);
+        if (rc != RELAY_DB_OK)
+                return relay_db_reply_error(req, rc);
+        json_t *records = json_array();
+        char next[RELAY_CURSOR_MAX] = "";
+        for (long i = 0; relay_db_next(r); i++) {
+                if (i == limit) { /* one more than asked: there is a next page */
+                        json_t *pos = json_pack("{s:O}", "id", json_object_get(json_array_get(records, i - 1), "id"));
+                        relay_cursor_encode(pos, next, sizeof(next));
+                        json_decref(pos);
+                        break;
+                }
+                json_array_append_new(records, record_json(r));
+        }
+        relay_db_free(r);
+        return relay_reply_json(req, 200,
+                                json_pack("{s:o,s:s?}", "records", records, "next_cursor", *next ? next : NULL));
+}
+
+static int get_record(relay_req *req)
+{
+        const char *id = relay_param(req, "id");
+        if (!record_id_valid(id))
+                return relay_error(req, 404, "record.not_found", "no record %.40s", id);
+        relay_db_result *r;
+        int rc = relay_db_query(relay_db_of(req), &r,
+                                "SELECT " RECORD_COLUMNS " FROM records_records WHERE tenant = ? AND id = ?", "ss",
+                                relay_principal_of(req)->tenant, id);
+        if (rc != RELAY_DB_OK)
+                return relay_db_reply_error(req, rc);
+        json_t *record = relay_db_next(r) ? record_json(r) : NULL;
+        relay_db_free(r);
+        if (!record)
+                return relay_error(req, 404, "record.not_found", "no record %s", id);
+        if (json_is_true(json_object_get(record, "deleted")))
+                return relay_error_json(req, 410, "record.deleted", "the record was deleted",
+                                        json_pack("{s:o}", "current", record));
+        return relay_reply_json(req, 200, record);
+}
+
+int records_read_register(relay_plugin *p)
+{
+        if (relay_route(p, "GET", "/v1/records", get_records, RELAY_AUTH_TENANT) ||
+            relay_route(p, "GET", "/v1/records/:id", get_record, RELAY_AUTH_TENANT))
+                return RELAY_ERR;
+        return RELAY_OK;
+}
