@@ -143,6 +143,51 @@ static int64_t backoff_ms(int attempt)
         return (int64_t)(d / 2 + (d / 2 ? r % (d / 2 + 1) : 0));
 }
 
+/* Not now, and not a failure: back in the queue for DELAY_MS with the
+ * attempt given back, so waiting never leads to the dead letters. */
+static int requeue_uncounted(relay_db *db, relay_job *job, const char *why, int64_t delay, int64_t *changes)
+{
+        int64_t now = relay_now_ms();
+        return relay_db_exec(db, changes,
+                             "UPDATE relay_jobs SET state = 'queued', lease_until = NULL, last_error = ?, run_at = ?,"
+                             " updated_at = ?, attempts = attempts - 1 WHERE id = ? AND state = 'running'"
+                             " AND locked_by = ? AND attempts = ?",
+                             "siissi", why, now + (delay > 0 ? delay : 1000), now, job->id, daemon_id,
+                             (int64_t)job->attempt);
+}
+
+RELAY_API void relay_job_defer(relay_job *job, int64_t delay_ms, const char *why)
+{
+        if (!job || job->done)
+                return;
+        if (job->abandoned) {
+                relay_job_done(job, 0, why, delay_ms);
+                return;
+        }
+        job->done = true;
+        list_unlink(&claims, job);
+        int64_t changes = 0;
+        relay_db *db = storage_control_db();
+        if (requeue_uncounted(db, job, why ? why : "deferred", delay_ms, &changes) != RELAY_DB_OK)
+                log_warn("jobs: cannot defer %s: %s (its lease will expire)", job->id, relay_db_errmsg(db));
+        job->h->running--;
+        job_free(job);
+        jobs_kick();
+}
+
+RELAY_API int relay_job_pending(relay_db *db, const char *tenant, const char *target, const char *except_kind,
+                                int64_t *count)
+{
+        relay_db_result *r;
+        int rc = relay_db_query(db, &r,
+                                "SELECT COUNT(*) FROM relay_jobs WHERE tenant = ? AND target = ?"
+                                " AND state IN ('queued', 'running') AND (CAST(? AS TEXT) IS NULL OR kind <> ?)",
+                                "ssss", tenant, target, except_kind, except_kind);
+        *count = rc == RELAY_DB_OK && relay_db_next(r) ? relay_db_int(r, 0) : 0;
+        relay_db_free(r);
+        return rc;
+}
+
 RELAY_API void relay_job_done(relay_job *job, int ok, const char *error, int64_t retry_after_ms)
 {
         if (!job || job->done)
@@ -353,6 +398,14 @@ RELAY_API int relay_job_retry_now(relay_db *db, const char *tenant, const char *
                 return RELAY_ERR;
         jobs_kick();
         return RELAY_DB_OK;
+}
+
+RELAY_API int relay_job_get(relay_db *db, relay_db_result **out, const char *tenant, const char *id)
+{
+        return relay_db_query(db, out,
+                              "SELECT id, kind, queue, target, state, attempts, max_attempts, run_at, last_error, "
+                              "created_at, updated_at FROM relay_jobs WHERE tenant = ? AND id = ?",
+                              "ss", tenant, id);
 }
 
 RELAY_API int relay_job_list(relay_db *db, relay_db_result **out, const char *tenant, const char *state,

@@ -44,6 +44,8 @@ static const relay_migration core_migrations[] = {
          " expires_ms BIGINT NOT NULL, PRIMARY KEY (tenant, scope, key));"
          "CREATE INDEX relay_idempotency_expiry ON relay_idempotency (expires_ms);",
          NULL, NULL},
+        /* relay_job_pending: a record's outbound jobs, by target. */
+        {4, "CREATE INDEX relay_jobs_target ON relay_jobs (tenant, target, state);", NULL, NULL},
         {0, NULL, NULL, NULL}};
 
 static int add_owner(relay_plugin *p, const relay_migration *list)

@@ -201,6 +201,20 @@ static bool has_scope(const relay_principal *p, const char *scope)
         return false;
 }
 
+/* Is ROLE one of the space-separated words of ACCEPTED? */
+static bool role_accepted(const char *role, const char *accepted)
+{
+        size_t n = role ? strlen(role) : 0;
+        for (const char *w = accepted; n && *w;) {
+                size_t len = strcspn(w, " ");
+                if (len == n && strncmp(w, role, n) == 0)
+                        return true;
+                w += len;
+                w += strspn(w, " ");
+        }
+        return false;
+}
+
 /* 0 when the route's requirements are met, else the error already sent. */
 /* After authentication and the rate limit: 401 without a principal, 403
  * for one that lacks the tenant, role, scope or kind the route needs. */
@@ -215,9 +229,8 @@ static int authorize(relay_req *req, bool authenticated, bool denied)
                 return -1;
         }
         const relay_principal *p = &req->principal;
-        if ((rt->auth == RELAY_AUTH_TENANT && !p->tenant) ||
-            (rt->role && (!p->role || strcmp(p->role, rt->role) != 0)) || (rt->scope && !has_scope(p, rt->scope)) ||
-            (rt->kind && (!p->kind || strcmp(p->kind, rt->kind) != 0))) {
+        if ((rt->auth == RELAY_AUTH_TENANT && !p->tenant) || (rt->role && !role_accepted(p->role, rt->role)) ||
+            (rt->scope && !has_scope(p, rt->scope)) || (rt->kind && (!p->kind || strcmp(p->kind, rt->kind) != 0))) {
                 relay_error(req, 403, "forbidden", "this credential may not do that");
                 return -1;
         }

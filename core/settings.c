@@ -85,7 +85,7 @@ static const conf_key_def core_keys[] = {
          "how long SIGTERM waits for requests in flight"},
         {"server", "backlog", RELAY_CONF_INT, "511", check_positive, "listen(2) backlog"},
         {"server", "metrics", RELAY_CONF_BOOL, "true", NULL, "serve GET /metrics"},
-        {"server", "data_dir", RELAY_CONF_STRING, "data", NULL, "folder for local state (SQLite database)"},
+        {"server", "data_dir", RELAY_CONF_STRING, RELAY_DATA_DIR, NULL, "folder for local state (SQLite database)"},
         {"limits", "max_body_size", RELAY_CONF_SIZE, "1m", check_nonzero_size, "largest request body (413 above)"},
         {"limits", "max_header_size", RELAY_CONF_SIZE, "16k", check_nonzero_size,
          "largest request line + headers (431 above)"},

@@ -46,6 +46,16 @@ RELAY_API int relay_job_attempt(relay_job *job);     /* 1 on the first run */
 typedef void (*relay_job_fn)(relay_plugin *p, relay_job *job, void *data);
 RELAY_API void relay_job_done(relay_job *job, int ok, const char *error, int64_t retry_after_ms);
 
+/* Finishes the job for now without counting an attempt: it runs again
+ * after DELAY_MS.  For a job that waits on something else (the sync job
+ * of a record waits for the record's webhook deliveries).  (ABI 1.1) */
+RELAY_API void relay_job_defer(relay_job *job, int64_t delay_ms, const char *why);
+
+/* How many of TENANT's jobs acting on TARGET are queued or running,
+ * leaving out jobs of EXCEPT_KIND (NULL: none left out).  (ABI 1.1) */
+RELAY_API int relay_job_pending(relay_db *db, const char *tenant, const char *target, const char *except_kind,
+                                int64_t *count);
+
 /* Runs jobs of KIND with FN, at most CONCURRENCY at once on this daemon.
  * Call in init(). */
 RELAY_API int relay_job_handler(relay_plugin *p, const char *kind, int concurrency, relay_job_fn fn, void *data);
@@ -60,6 +70,10 @@ RELAY_API int relay_job_retry_now(relay_db *db, const char *tenant, const char *
  * last_error, created_at (ms), updated_at (ms). */
 RELAY_API int relay_job_list(relay_db *db, relay_db_result **out, const char *tenant, const char *state,
                              const char *after_id, int limit);
+
+/* One of TENANT's jobs by id, as a row of relay_job_list (no row when
+ * there is none).  (ABI 1.1) */
+RELAY_API int relay_job_get(relay_db *db, relay_db_result **out, const char *tenant, const char *id);
 
 RELAY_END_DECLS
 #endif

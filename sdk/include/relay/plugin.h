@@ -126,7 +126,7 @@ typedef struct relay_route_opts {
         const char *pattern;
         relay_handler handler;
         relay_auth auth;
-        const char *role;  /* required role, or NULL */
+        const char *role;  /* required role, or NULL; since 1.1 also a list: "admin operator" */
         const char *scope; /* required scope, or NULL */
         void *data;        /* handed back by relay_route_data() */
         const char *kind;  /* required kind of principal ("agent"), or NULL */
