@@ -9,6 +9,8 @@ BUILT_PLUGINS =
 
 include plugins/users/module.mk
 include plugins/records/module.mk
+include plugins/policies/module.mk
+include plugins/sync/module.mk
 
 install-data-hook: install-plugin-dir
 install-plugin-dir:

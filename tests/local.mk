@@ -64,7 +64,14 @@ tests_unit_test_util_SOURCES = tests/unit/test_util.c tests/unit/tap.h
 tests_unit_test_util_CFLAGS = $(UNIT_CF)
 tests_unit_test_util_LDADD = $(UNIT_LIBS)
 
-TESTS += tests/unit/test_config tests/unit/test_router tests/unit/test_util tests/e2e/run-e2e
+# the policy language is plain C over jansson: test it without the daemon
+check_PROGRAMS += tests/unit/test_policy_expr
+tests_unit_test_policy_expr_SOURCES = tests/unit/test_policy_expr.c tests/unit/tap.h plugins/policies/expr.c
+tests_unit_test_policy_expr_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) -I$(srcdir)/plugins/policies
+tests_unit_test_policy_expr_LDADD = $(JANSSON_LIBS)
+
+TESTS += tests/unit/test_config tests/unit/test_router tests/unit/test_util tests/unit/test_policy_expr \
+	tests/e2e/run-e2e
 
 TEST_EXTENSIONS = .py
 LOG_DRIVER = env AM_TAP_AWK='$(AWK)' $(SHELL) $(top_srcdir)/build-aux/tap-driver.sh
