@@ -1,0 +1,115 @@
+/* queue.c - RelaySync's org-wide outbound queue: the tenant's jobs in the
+ * durable job queue (record syncs, webhook deliveries...).
+ *   GET  /v1/sync/queue?state=&limit=&cursor=   newest first
+ *   POST /v1/sync/retry/:job                     due now (a dead job gets one more attempt) */
+#include <string.h>
+#include "sync.h"
+
+static bool job_id_valid(const char *s)
+{
+        return s && strlen(s) == 4 + RELAY_ULID_LEN && strncmp(s, "job_", 4) == 0 &&
+               strspn(s + 4, "0123456789ABCDEFGHJKMNPQRSTVWXYZ") == RELAY_ULID_LEN;
+}
+
+static json_t *job_json(relay_db_result *r)
+{
+        char next[40], created[40], updated[40];
+        bool waiting = strcmp(relay_db_text(r, 4), "queued") == 0;
+        return json_pack("{s:s,s:s,s:s,s:s?,s:s,s:I,s:I,s:s?,s:s?,s:s,s:s}", "id", relay_db_text(r, 0), "kind",
+                         relay_db_text(r, 1), "queue", relay_db_text(r, 2), "target", relay_db_text(r, 3), "state",
+                         relay_db_text(r, 4), "attempts", (json_int_t)relay_db_int(r, 5), "max_attempts",
+                         (json_int_t)relay_db_int(r, 6), "next_attempt_at",
+                         waiting ? relay_time_format(relay_db_int(r, 7), next, sizeof(next)) : NULL, "last_error",
+                         relay_db_text(r, 8), "created_at",
+                         relay_time_format(relay_db_int(r, 9), created, sizeof(created)), "updated_at",
+                         relay_time_format(relay_db_int(r, 10), updated, sizeof(updated)));
+}
+
+static int get_queue(relay_req *req)
+{
+        const char *state = relay_query(req, "state");
+        long max = (long)relay_conf_int(sync_self, "max_page_size");
+        bool bad = false;
+        long limit = relay_query_limit(req, "limit", max < 50 ? max : 50, max, &bad);
+        if (bad)
+                return relay_error(req, 400, "invalid_limit", "limit must be an integer from 1 to %ld", max);
+        if (state && strcmp(state, "queued") && strcmp(state, "running") && strcmp(state, "done") &&
+            strcmp(state, "dead"))
+                return relay_error(req, 400, "invalid_state", "state must be queued, running, done or dead");
+        json_t *cursor;
+        if (relay_query_cursor(req, "cursor", &cursor) != RELAY_OK)
+                return RELAY_OK;
+        const char *after = json_string_value(json_object_get(cursor, "id"));
+        if (cursor && !job_id_valid(after))
+                return relay_error(req, 400, "invalid_cursor", "cursor is not one this server gave");
+        relay_db_result *r;
+        int rc = relay_job_list(relay_db_of(req), &r, relay_principal_of(req)->tenant, state, after, (int)limit + 1);
+        if (rc != RELAY_DB_OK)
+                return relay_db_reply_error(req, rc);
+        json_t *jobs = json_array();
+        char next[RELAY_CURSOR_MAX] = "";
+        for (long i = 0; relay_db_next(r); i++) {
+                if (i == limit) {
+                        json_t *pos = json_pack("{s:O}", "id", json_object_get(json_array_get(jobs, i - 1), "id"));
+                        relay_cursor_encode(pos, next, sizeof(next));
+                        json_decref(pos);
+                        break;
+                }
+                json_array_append_new(jobs, job_json(r));
+        }
+        relay_db_free(r);
+        return relay_reply_json(req, 200, json_pack("{s:o,s:s?}", "jobs", jobs, "next_cursor", *next ? next : NULL));
+}
+
+static int load_job(relay_db *db, const char *tenant, const char *id, json_t **job)
+{
+        relay_db_result *r;
+        *job = NULL;
+        int rc = relay_job_get(db, &r, tenant, id);
+        if (rc == RELAY_DB_OK && relay_db_next(r))
+                *job = job_json(r);
+        relay_db_free(r);
+        return rc;
+}
+
+static int post_retry(relay_req *req)
+{
+        const char *id = relay_param(req, "job"), *tenant = relay_principal_of(req)->tenant;
+        relay_db *db = relay_db_of(req);
+        json_t *job = NULL;
+        if (!job_id_valid(id))
+                return relay_error(req, 404, "job.not_found", "no such job");
+        int rc = load_job(db, tenant, id, &job);
+        if (rc != RELAY_DB_OK)
+                return relay_db_reply_error(req, rc);
+        if (!job)
+                return relay_error(req, 404, "job.not_found", "no such job");
+        const char *state = json_string_value(json_object_get(job, "state"));
+        if (strcmp(state, "queued") != 0 && strcmp(state, "dead") != 0) {
+                json_t *extra = json_pack("{s:o}", "job", job);
+                return relay_error_json(req, 409, "job.not_retryable",
+                                        "only a queued or dead job can be retried; this one is running or done", extra);
+        }
+        json_decref(job);
+        rc = relay_job_retry_now(db, tenant, id);
+        if (rc == RELAY_ERR)
+                return relay_error(req, 409, "job.not_retryable", "the job started or finished meanwhile");
+        if (rc == RELAY_DB_OK)
+                rc = load_job(db, tenant, id, &job);
+        if (rc != RELAY_DB_OK)
+                return relay_db_reply_error(req, rc);
+        return relay_reply_json(req, 202, json_pack("{s:o}", "job", job ? job : json_null()));
+}
+
+int sync_queue_register(relay_plugin *p)
+{
+        relay_route_opts retry = {.size = sizeof(retry),
+                                  .method = "POST",
+                                  .pattern = "/v1/sync/retry/:job",
+                                  .handler = post_retry,
+                                  .auth = RELAY_AUTH_TENANT,
+                                  .role = "admin operator"};
+        if (relay_route(p, "GET", "/v1/sync/queue", get_queue, RELAY_AUTH_TENANT) || relay_route_ex(p, &retry))
+                return RELAY_ERR;
+        return RELAY_OK;
+}
