@@ -88,11 +88,23 @@ static int delete_record(relay_req *req)
         return respond(req, &c);
 }
 
+/* Viewers read; admins and operators write. */
+static int writer_route(relay_plugin *p, const char *method, const char *pattern, relay_handler fn)
+{
+        relay_route_opts o = {.size = sizeof(o),
+                              .method = method,
+                              .pattern = pattern,
+                              .handler = fn,
+                              .auth = RELAY_AUTH_TENANT,
+                              .role = "admin operator"};
+        return relay_route_ex(p, &o);
+}
+
 int records_write_register(relay_plugin *p)
 {
-        if (relay_route(p, "POST", "/v1/records", post_record, RELAY_AUTH_TENANT) ||
-            relay_route(p, "PATCH", "/v1/records/:id", patch_record, RELAY_AUTH_TENANT) ||
-            relay_route(p, "DELETE", "/v1/records/:id", delete_record, RELAY_AUTH_TENANT))
+        if (writer_route(p, "POST", "/v1/records", post_record) ||
+            writer_route(p, "PATCH", "/v1/records/:id", patch_record) ||
+            writer_route(p, "DELETE", "/v1/records/:id", delete_record))
                 return RELAY_ERR;
         return RELAY_OK;
 }
