@@ -12,7 +12,16 @@ import pytest
 from conftest import (HOST, PLUGIN_DIR, STORAGE_DIR, TOP_SRCDIR, fetch, free_port, ipv6_loopback_available,
                       run_server)
 
-ABI = "1.0"
+def _abi_from_header():
+    """MAJOR.MINOR as <relay/version.h> says: the one place it is written."""
+    text = open(os.path.join(TOP_SRCDIR, "sdk", "include", "relay", "version.h")).read()
+    major = re.search(r"#define RELAY_SDK_ABI_MAJOR (\d+)", text).group(1)
+    minor = re.search(r"#define RELAY_SDK_ABI_MINOR (\d+)", text).group(1)
+    return "%s.%s" % (major, minor)
+
+
+ABI = _abi_from_header()
+NEWER_MINOR = "%s.%d" % (ABI.split(".")[0], int(ABI.split(".")[1]) + 1)
 # data_dir of the configurations written here (SQLite lives there)
 DATA_DIR = tempfile.mkdtemp(prefix="relay-e2e-cli-")
 atexit.register(shutil.rmtree, DATA_DIR, True)
@@ -180,7 +189,7 @@ def test_abi_major_mismatch(tmp_path):
     assert rc == 1 and out == ""
     reason = one_error_line(err)
     assert "abi_future" in reason
-    assert "ABI 2.0" in reason and "ABI 1.0" in reason
+    assert "ABI 2.0" in reason and "ABI %s" % ABI in reason
     so_path_in(reason, "abi_future")
     rc, _, err = refusal(tmp_path, "echo abi_future", check=False)
     assert rc == 2
@@ -191,7 +200,7 @@ def test_abi_newer_minor_refused(tmp_path):
     rc, _, err = refusal(tmp_path, "abi_newer_minor", check=True)
     assert rc == 1
     reason = one_error_line(err)
-    assert "ABI 1.1" in reason and "ABI 1.0" in reason
+    assert "ABI %s" % NEWER_MINOR in reason and "ABI %s" % ABI in reason
     so_path_in(reason, "abi_newer_minor")
     rc, _, _ = refusal(tmp_path, "abi_newer_minor", check=False)
     assert rc == 2
@@ -325,10 +334,10 @@ def test_list_plugins(tmp_path):
                           "fail_init", "needs_missing", "not_a_plugin", "styles"}
     assert list(lines) == sorted(lines)
     echo = lines["echo"].split()
-    assert echo[1:4] == ["1.2.3", "ABI", "1.0"]
+    assert echo[1:4] == ["1.2.3", "ABI", ABI]
     assert os.path.samefile(echo[4], os.path.join(PLUGIN_DIR, ".libs", "echo.so"))
-    assert re.match(r"consumer\s+0\.1\.0\s+ABI 1\.0\s+/", lines["consumer"])
-    assert re.match(r"abi_future\s+unusable: .*ABI 2\.0.*ABI 1\.0", lines["abi_future"])
+    assert re.match(r"consumer\s+0\.1\.0\s+ABI %s\s+/" % re.escape(ABI), lines["consumer"])
+    assert re.match(r"abi_future\s+unusable: .*ABI 2\.0.*ABI %s" % re.escape(ABI), lines["abi_future"])
     assert re.match(r"abi_newer_minor\s+unusable: .*ABI 1\.1", lines["abi_newer_minor"])
     assert re.match(r"not_a_plugin\s+unusable: .*not a Relay plugin", lines["not_a_plugin"])
     # loadable, even if they would fail later: listing runs no plugin code
@@ -344,7 +353,8 @@ def test_list_plugins_all_usable(tmp_path):
                             "-o", "plugins.dir=%s" % plugins, "--list-plugins")
     assert rc == 0
     assert len(out.splitlines()) == 1
-    assert re.match(r"echo\s+1\.2\.3\s+ABI 1\.0\s+%s$" % re.escape(str(plugins / "echo.so")), out.strip())
+    assert re.match(r"echo\s+1\.2\.3\s+ABI %s\s+%s$" % (re.escape(ABI), re.escape(str(plugins / "echo.so"))),
+                    out.strip())
 
 
 def test_plugin_without_la_file_loads(make_daemon, tmp_path):

@@ -27,6 +27,12 @@ def seen(d, tenant=None):
     return body["rows"]
 
 
+# The core's own migrations (core/migrate.c): outbox, jobs, idempotency
+# outcomes, the jobs-by-target index.  A new one is a deliberate change here.
+CORE_VERSIONS = 4
+CORE_ROWS = [("core", v) for v in range(1, CORE_VERSIONS + 1)]
+
+
 def schema_rows(storage):
     return sorted((plugin, int(version)) for plugin, version in
                   storage.query("SELECT plugin, version FROM relay_schema"))
@@ -216,15 +222,15 @@ def test_concurrent_writers(store_daemon, storage):
 
 def test_fresh_start_applies_all_migrations(store_daemon, storage, engine):
     d = store_daemon()
-    assert schema_rows(storage) == [("core", 1), ("core", 2), ("storetest", 1), ("storetest", 2)]
-    for owner, version in (("core", 1), ("core", 2), ("storetest", 1), ("storetest", 2)):
+    assert schema_rows(storage) == CORE_ROWS + [("storetest", 1), ("storetest", 2)]
+    for owner, version in CORE_ROWS + [("storetest", 1), ("storetest", 2)]:
         assert "migration: %s %d applied" % (owner, version) in d.log
     assert {"relay_schema", "relay_events", "relay_event_cursors", "relay_jobs",
             "st_kv", "st_seen", "st_runs", "st_counter", "st_writes"} <= storage.tables()
     rc, out, err = run_relayctl(d.conf_path, "db", "status")
     assert rc == 0, err
     table, summary = status_table(out)
-    assert table == {"core": (2, 2, "-"), "storetest": (2, 2, "-")}
+    assert table == {"core": (CORE_VERSIONS, CORE_VERSIONS, "-"), "storetest": (2, 2, "-")}
     assert summary == "0 migrations pending (storage: %s)" % engine
     # a restart applies nothing again
     applied = storage.query("SELECT plugin, version, applied_ms FROM relay_schema ORDER BY plugin, version")
@@ -240,16 +246,17 @@ def test_relayctl_migrate_without_the_daemon(store_daemon, storage, engine):
     rc, out, err = run_relayctl(d.conf_path, "db", "status")
     assert rc == 0, err
     table, summary = status_table(out)
-    assert table == {"core": (0, 2, "1,2"), "storetest": (0, 2, "1,2")}
-    assert summary == "4 migrations pending (storage: %s)" % engine
+    assert table == {"core": (0, CORE_VERSIONS, ",".join(str(v) for _, v in CORE_ROWS)),
+                     "storetest": (0, 2, "1,2")}
+    assert summary == "%d migrations pending (storage: %s)" % (CORE_VERSIONS + 2, engine)
     assert not {"st_kv", "relay_events"} & storage.tables()
     rc, out, err = run_relayctl(d.conf_path, "db", "migrate")
     assert rc == 0, err
     assert out.startswith("migrations applied\n")
     table, summary = status_table(out.split("\n", 1)[1])
-    assert table == {"core": (2, 2, "-"), "storetest": (2, 2, "-")}
+    assert table == {"core": (CORE_VERSIONS, CORE_VERSIONS, "-"), "storetest": (2, 2, "-")}
     assert summary == "0 migrations pending (storage: %s)" % engine
-    assert schema_rows(storage) == [("core", 1), ("core", 2), ("storetest", 1), ("storetest", 2)]
+    assert schema_rows(storage) == CORE_ROWS + [("storetest", 1), ("storetest", 2)]
     assert {"relay_events", "relay_jobs", "st_kv", "st_writes"} <= storage.tables()
     # the daemon then finds nothing to do, and works
     d.start()
@@ -258,7 +265,7 @@ def test_relayctl_migrate_without_the_daemon(store_daemon, storage, engine):
     # migrate again: nothing pending, nothing changed
     rc, out, err = run_relayctl(d.conf_path, "db", "migrate")
     assert rc == 0 and out.rstrip().endswith("0 migrations pending (storage: %s)" % engine), (out, err)
-    assert schema_rows(storage) == [("core", 1), ("core", 2), ("storetest", 1), ("storetest", 2)]
+    assert schema_rows(storage) == CORE_ROWS + [("storetest", 1), ("storetest", 2)]
 
 
 RELAY_SCHEMA = ("CREATE TABLE relay_schema (plugin TEXT NOT NULL, version INTEGER NOT NULL,"
@@ -309,7 +316,7 @@ def test_start_waits_for_a_concurrent_schema_creation(store_daemon, storage, eng
         assert False, "relay-server exited with %s while another process created the schema:\n%s" % (
             d.proc.returncode, d.log)
     d.signalled = False
-    assert schema_rows(storage) == [("core", 1), ("core", 2), ("storetest", 1), ("storetest", 2)]
+    assert schema_rows(storage) == CORE_ROWS + [("storetest", 1), ("storetest", 2)]
     assert call(d, "POST", "/store/counter")[0] == 204
 
 
@@ -324,22 +331,22 @@ def test_failed_migration_stops_start_and_leaves_nothing(store_daemon, storage, 
     # core's own migrations ran before, in their own transaction)
     tables = storage.tables()
     assert not {"st_kv", "st_other"} & tables, tables
-    assert schema_rows(storage) == [("core", 1), ("core", 2)]
+    assert schema_rows(storage) == CORE_ROWS
     rc, out, _ = run_relayctl(bad.conf_path, "db", "status")
     assert rc == 0
     table, summary = status_table(out)
-    assert table == {"core": (2, 2, "-"), "storetest": (0, 3, "1,2,3")}
+    assert table == {"core": (CORE_VERSIONS, CORE_VERSIONS, "-"), "storetest": (0, 3, "1,2,3")}
     assert summary == "3 migrations pending (storage: %s)" % engine
     # relayctl db migrate fails the same way, and changes nothing either
     rc, out, err = run_relayctl(bad.conf_path, "db", "migrate")
     assert rc != 0
     assert "plugin 'storetest' migration 3 failed on %s" % engine in err, err
     assert not {"st_kv", "st_other"} & storage.tables()
-    assert schema_rows(storage) == [("core", 1), ("core", 2)]
+    assert schema_rows(storage) == CORE_ROWS
     # without the broken migration the daemon starts and applies 1 and 2
     good = store_daemon(name="good")
     assert "migration: storetest 1 applied" in good.log and "migration: storetest 2 applied" in good.log
-    assert schema_rows(storage) == [("core", 1), ("core", 2), ("storetest", 1), ("storetest", 2)]
+    assert schema_rows(storage) == CORE_ROWS + [("storetest", 1), ("storetest", 2)]
     assert "st_other" not in storage.tables()
     assert call(good, "POST", "/store/kv", {"k": "ok"})[0] == 201
     rc, out, _ = run_relayctl(good.conf_path, "db", "status")
