@@ -119,6 +119,10 @@ void conn_request_done(conn *c);
 /* request.c */
 relay_req *req_acquire(worker *w, conn *c);
 void req_release(relay_req *req);
+/* An asynchronous step of REQ returned RC (work.c): wait for the next step,
+ * or finish the request (a 500 if nothing replied) and go on with the
+ * connection.  Drops the reference the step held. */
+void req_resume(relay_req *req, int rc);
 /* Hands J (a new reference) to REQ, which frees it when it ends; returns J. */
 json_t *req_keep(relay_req *req, json_t *j);
 int req_parse_target(relay_req *req);

@@ -13,6 +13,7 @@ core_libcore_la_SOURCES = \
 	core/db_result.c core/db_result.h \
 	core/events.c core/events_internal.h \
 	core/hash.h \
+	core/group.c \
 	core/health.c \
 	core/idempotency.c core/idempotency_internal.h \
 	core/jobs.c \

@@ -4,6 +4,7 @@
  * savepoints), parameter typing and error classes. */
 #include <errno.h>
 #include <stdio.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -176,12 +177,37 @@ relay_db *storage_control_db(void) { return st.control; }
 
 static uint64_t now_ms(void) { return uv_hrtime() / 1000000; }
 
+/* SQLite has one writer at a time.  The threads of this daemon queue for
+ * it on a mutex, taken at the outermost BEGIN and given back when the
+ * transaction ends, instead of on SQLite's busy handler, which polls with
+ * sleeps of 1 to 100 ms: with two workers and group commit, the sleeping
+ * left the CPU idle while requests waited.  Other processes on the same
+ * file still meet the busy timeout. */
+static pthread_mutex_t sqlite_writer = PTHREAD_MUTEX_INITIALIZER;
+
+static void writer_enter(relay_db *db)
+{
+        if (db->writer_held || strcmp(db->drv->dialect, "sqlite") != 0)
+                return;
+        pthread_mutex_lock(&sqlite_writer);
+        db->writer_held = true;
+}
+
+static void writer_leave(relay_db *db)
+{
+        if (!db->writer_held)
+                return;
+        db->writer_held = false;
+        pthread_mutex_unlock(&sqlite_writer);
+}
+
 /* The connection was lost (or never made): no new attempt before the
  * backoff has passed, so a dead database costs nothing per request. */
 static int mark_down(relay_db *db)
 {
         db->down = true;
         db->depth = 0;
+        writer_leave(db);
         db->emitted = db->enqueued = false;
         db->backoff_ms = db->backoff_ms ? db->backoff_ms * 2 : BACKOFF_START_MS;
         if (db->backoff_ms > BACKOFF_MAX_MS)
@@ -349,7 +375,11 @@ RELAY_API int relay_db_begin(relay_db *db)
                 snprintf(sql, sizeof(sql), "%s", strcmp(db->drv->dialect, "sqlite") == 0 ? "BEGIN IMMEDIATE" : "BEGIN");
         else
                 snprintf(sql, sizeof(sql), "SAVEPOINT relay_sp%d", db->depth);
+        if (db->depth == 0)
+                writer_enter(db);
         int rc = run(db, NULL, sql, NULL, 0);
+        if (rc != RELAY_DB_OK && db->depth == 0)
+                writer_leave(db);
         if (rc == RELAY_DB_OK) {
                 if (db->depth == 0)
                         db->emitted = db->enqueued = false;
@@ -381,8 +411,10 @@ RELAY_API int relay_db_commit(relay_db *db)
                 snprintf(sql, sizeof(sql), "RELEASE SAVEPOINT relay_sp%d", db->depth - 1);
         int rc = run(db, NULL, sql, NULL, 0);
         if (rc == RELAY_DB_OK) {
-                if (--db->depth == 0)
+                if (--db->depth == 0) {
+                        writer_leave(db);
                         after_commit(db);
+                }
                 return rc;
         }
         if (db->depth == 1 && db->conn && !db->down) { /* a failed COMMIT: make sure nothing stays open */
@@ -392,6 +424,7 @@ RELAY_API int relay_db_commit(relay_db *db)
                 memcpy(db->err, keep, sizeof(keep));
                 db->depth = 0;
                 db->emitted = db->enqueued = false;
+                writer_leave(db);
         }
         return rc;
 }
@@ -412,8 +445,8 @@ RELAY_API int relay_db_rollback(relay_db *db)
                 if (rc == RELAY_DB_OK)
                         rc = run(db, NULL, sql, NULL, 0);
         }
-        if (db->depth > 0)
-                db->depth--;
+        if (db->depth > 0 && --db->depth == 0)
+                writer_leave(db);
         return rc;
 }
 

@@ -61,10 +61,15 @@ static void after_req_work(uv_work_t *w, int status)
 {
         req_work *rw = (req_work *)w;
         relay_req *req = rw->req;
-        conn *c = req->c;
         req->work_pending = false;
         int rc = rw->done(req, rw->data);
         free(rw);
+        req_resume(req, rc);
+}
+
+void req_resume(relay_req *req, int rc)
+{
+        conn *c = req->c;
         if (rc == RELAY_ASYNC && !req->replied && (req->work_pending || req->sse.open)) {
                 conn_unref(c); /* the next step holds its own reference */
                 return;

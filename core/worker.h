@@ -35,6 +35,10 @@ struct worker {
         uint64_t health_at;
         worker_metrics metrics;
         struct relay_db *db; /* this worker's storage connection, opened on first use */
+        /* group commit (group.c): changes waiting for this loop iteration's transaction */
+        struct group_entry *group_head, **group_tail;
+        uv_check_t group_check;
+        bool group_ready;
 };
 
 enum { WAKE_DRAIN = 1, WAKE_FORCE = 2 };

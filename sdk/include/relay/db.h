@@ -89,6 +89,22 @@ RELAY_API const char *relay_db_errmsg(relay_db *db);
  * the driver's message for 500s. */
 RELAY_API int relay_db_reply_error(relay_req *req, int status);
 
+/* ------------------------------------------------------------ group commit */
+
+/* A change that may share its transaction with other requests' changes.
+ * FN runs later on the request's worker, inside one transaction with the
+ * other changes its worker gathered in the same turn of its event loop,
+ * in a savepoint of its own: it returns a relay_db_status, and anything
+ * but RELAY_DB_OK undoes only its own work.  FN must not reply.  After the
+ * shared COMMIT, DONE runs with FN's status, or the commit's when FN
+ * succeeded and the commit failed, and replies (or returns RELAY_ASYNC).
+ * The handler returns RELAY_ASYNC.  Nothing is acknowledged before it is
+ * durable, and N concurrent changes cost one commit instead of N.
+ * (ABI 1.1) */
+typedef int (*relay_db_group_fn)(relay_req *req, relay_db *db, void *data);
+typedef int (*relay_db_group_done_fn)(relay_req *req, int status, void *data);
+RELAY_API int relay_db_group(relay_req *req, relay_db_group_fn fn, relay_db_group_done_fn done, void *data);
+
 /* ---------------------------------------------------------------- migrations */
 
 /* Ordered, numbered schema changes.  SQL runs on every engine; sql_sqlite
