@@ -2,45 +2,68 @@
  *   POST   /v1/records        create (Idempotency-Key honoured)
  *   PATCH  /v1/records/:id    partial update; "causal" required
  *   DELETE /v1/records/:id    soft delete (tombstone); "causal" optional */
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include "records.h"
 
-/* Runs C in its own transaction and answers with its outcome. */
-static int respond(relay_req *req, records_change *c)
+/* One write in flight: the change and, after the commit, its outcome. */
+typedef struct pending {
+        records_change c;
+        records_result res;
+} pending;
+
+/* Inside the worker's shared transaction (relay_db_group): the change. */
+static int apply(relay_req *req, relay_db *db, void *data)
 {
-        relay_db *db = relay_db_of(req);
-        records_result res = {0};
-        const char *tenant = relay_principal_of(req)->tenant;
-        c->actor = relay_principal_of(req)->subject;
-        c->idem_key = relay_header(req, "Idempotency-Key");
-        int rc = relay_db_begin(db);
-        if (rc == RELAY_DB_OK)
-                rc = records_apply(db, tenant, c, &res);
-        if (rc == RELAY_DB_OK)
-                rc = relay_db_commit(db);
-        else if (relay_db_in_transaction(db))
-                relay_db_rollback(db);
-        if (rc != RELAY_DB_OK) {
+        pending *w = data;
+        return records_apply(db, relay_principal_of(req)->tenant, &w->c, &w->res);
+}
+
+/* After the commit: the answer, then the key leaves "in flight". */
+static int answer(relay_req *req, int status, void *data)
+{
+        pending *w = data;
+        records_result res = w->res;
+        free(w);
+        if (status != RELAY_DB_OK) {
                 records_result_clear(&res);
-                return relay_db_reply_error(req, rc);
+                return relay_db_reply_error(req, status);
         }
         json_t *body = json_incref(res.body);
-        int status = res.status;
+        int code_status = res.status;
         records_outcome outcome = res.outcome;
-        records_result_clear(&res); /* after commit: the key leaves "in flight" */
+        records_result_clear(&res);
         if (outcome == RECORDS_REPLAYED)
                 relay_set_header(req, "Idempotent-Replayed", "true");
         if (outcome == RECORDS_APPLIED || outcome == RECORDS_REPLAYED)
-                return relay_reply_json(req, status, body);
-        if (status == 409 && json_object_get(body, "code") &&
-            strcmp(json_string_value(json_object_get(body, "code")), "idempotency_key_in_flight") == 0)
+                return relay_reply_json(req, code_status, body);
+        const char *code = json_string_value(json_object_get(body, "code"));
+        if (code_status == 409 && code && strcmp(code, "idempotency_key_in_flight") == 0)
                 relay_set_header(req, "Retry-After", "1");
-        char code[64], message[256];
-        snprintf(code, sizeof(code), "%s", json_string_value(json_object_get(body, "code")));
+        char code_s[64], message[256];
+        snprintf(code_s, sizeof(code_s), "%s", code ? code : "error");
         snprintf(message, sizeof(message), "%s", json_string_value(json_object_get(body, "message")));
         json_object_del(body, "code");
         json_object_del(body, "message");
-        return relay_error_json(req, status, code, message, body);
+        return relay_error_json(req, code_status, code_s, message, body);
+}
+
+/* Queues C for this turn's group commit.  C's strings belong to the
+ * request, which lives until the answer. */
+static int respond(relay_req *req, const records_change *c)
+{
+        pending *w = calloc(1, sizeof(*w));
+        if (!w)
+                return relay_error(req, 503, "busy", "out of memory; retry");
+        w->c = *c;
+        w->c.actor = relay_principal_of(req)->subject;
+        w->c.idem_key = relay_header(req, "Idempotency-Key");
+        if (relay_db_group(req, apply, answer, w) != RELAY_OK) {
+                free(w);
+                return relay_error(req, 503, "unavailable", "storage is unavailable; retry shortly");
+        }
+        return RELAY_ASYNC;
 }
 
 static int post_record(relay_req *req)
