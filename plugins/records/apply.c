@@ -107,8 +107,10 @@ static int conflict(relay_db *db, const char *tenant, const char *given, json_t 
         return rc;
 }
 
-/* The record after applying the patch to CURRENT (a new object). */
-static json_t *patched(const json_t *current, const json_t *patch, const char *causal, const char *actor)
+/* The record after applying the patch to CURRENT (a new object), changed
+ * at NOW. */
+static json_t *patched(const json_t *current, const json_t *patch, const char *causal, const char *actor,
+                       int64_t now_ms)
 {
         json_t *next = json_deep_copy(current);
         static const char *const plain[] = {"title", "type", "site", "status", NULL};
@@ -126,16 +128,17 @@ static json_t *patched(const json_t *current, const json_t *patch, const char *c
         char now[40];
         json_object_set_new(next, "causal", json_string(causal));
         json_object_set_new(next, "size", json_integer(payload_size(json_object_get(next, "payload"))));
-        json_object_set_new(next, "updated_at", json_string(relay_time_format(relay_now_ms(), now, sizeof(now))));
+        json_object_set_new(next, "updated_at", json_string(relay_time_format(now_ms, now, sizeof(now))));
         json_object_set_new(next, "updated_by", actor ? json_string(actor) : json_null());
         return next;
 }
 
-/* UPDATE guarded by the old token: 0 rows means someone else won. */
-static int write_version(relay_db *db, const char *tenant, const json_t *next, const char *old_causal,
-                         int64_t deleted_ms, int64_t seq, int64_t *changes)
+/* UPDATE guarded by the old token: 0 rows means someone else won.  NOW is
+ * the time NEXT shows as updated_at (and deleted_at when DELETED). */
+static int write_version(relay_db *db, const char *tenant, const json_t *next, const char *old_causal, int64_t now,
+                         bool deleted, int64_t seq, int64_t *changes)
 {
-        int64_t now = relay_now_ms();
+        int64_t deleted_ms = deleted ? now : 0;
         return relay_db_exec(
                 db, changes,
                 "UPDATE records_records SET title = ?, type = ?, site = ?, status = ?, payload = ?,"
@@ -171,7 +174,9 @@ static int update(relay_db *db, const char *tenant, const records_change *c, rec
         }
         char causal[CAUSAL_LEN];
         causal_next(now_causal, causal);
-        json_t *next = patched(current, c->op == RECORDS_UPDATE ? c->fields : NULL, causal, c->actor);
+        /* one clock reading: the answer, the event and the row agree */
+        int64_t now = relay_now_ms();
+        json_t *next = patched(current, c->op == RECORDS_UPDATE ? c->fields : NULL, causal, c->actor, now);
         bool deleting = c->op == RECORDS_DELETE;
         bool synced_now = !deleting && strcmp(str(next, "status"), "synced") == 0 &&
                           strcmp(str(current, "status"), "synced") != 0;
@@ -185,7 +190,7 @@ static int update(relay_db *db, const char *tenant, const records_change *c, rec
         if (rc == RELAY_DB_OK && synced_now)
                 rc = emit(db, tenant, "record.synced", next, &seq);
         if (rc == RELAY_DB_OK)
-                rc = write_version(db, tenant, next, now_causal, deleting ? relay_now_ms() : 0, seq, &changes);
+                rc = write_version(db, tenant, next, now_causal, now, deleting, seq, &changes);
         json_decref(current);
         if (rc == RELAY_DB_OK && changes == 0) {
                 /* another writer got there between our read and our write */
