@@ -55,7 +55,19 @@ static bool listed(const char *name, const char *const *names)
         return false;
 }
 
-/* FIELD, when present, must be a string of 1..MAX bytes (NULL_OK: or null). */
+/* Characters (code points) in the N bytes of UTF-8 at S: jansson only
+ * holds valid UTF-8, so every byte that does not continue a sequence
+ * starts a character. */
+static size_t utf8_chars(const char *s, size_t n)
+{
+        size_t chars = 0;
+        for (size_t i = 0; i < n; i++)
+                chars += ((unsigned char)s[i] & 0xC0) != 0x80;
+        return chars;
+}
+
+/* FIELD, when present, must be a string of 1..MAX characters (NULL_OK: or
+ * null). */
 static void check_string(const json_t *fields, const char *field, size_t max, bool required, bool null_ok,
                          json_t **errors)
 {
@@ -69,7 +81,8 @@ static void check_string(const json_t *fields, const char *field, size_t max, bo
         if (json_is_null(v) && null_ok)
                 return;
         size_t n = json_is_string(v) ? json_string_length(v) : 0;
-        if (!json_is_string(v) || n == 0 || n > max) {
+        size_t chars = json_is_string(v) ? utf8_chars(json_string_value(v), n) : 0;
+        if (!json_is_string(v) || chars == 0 || chars > max) {
                 snprintf(msg, sizeof(msg), "%s must be a string of 1 to %zu characters", field, max);
                 relay_validation_add(errors, "body", field, msg, "value_error");
         } else if (memchr(json_string_value(v), '\0', n)) {
