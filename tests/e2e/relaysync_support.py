@@ -413,3 +413,59 @@ def table_count(storage, table, where=None):
     if where:
         sql += " WHERE " + where
     return int(storage.scalar(sql))
+
+
+# ------------------------------------------------------------------ locks
+
+OUTBOX_LOCK = 727001  # core/events.c: the advisory lock every writer of records takes on PostgreSQL
+
+
+class hold_writers:
+    """`with hold_writers(storage):` makes every writer of records wait
+    until the block ends: on SQLite a connection holding the write lock
+    (BEGIN IMMEDIATE: the daemon's writers wait at their BEGIN), on
+    PostgreSQL a session holding the outbox advisory lock (writers wait
+    after BEGIN, when they take it).  .waiters() tells, on PostgreSQL, how
+    many sessions wait for it (None on SQLite, where nobody can see it)."""
+
+    def __init__(self, storage):
+        self.storage = storage
+        self.con = self.proc = None
+
+    def __enter__(self):
+        if self.storage.engine == "sqlite":
+            import sqlite3
+            self.con = sqlite3.connect(self.storage.path, timeout=10, isolation_level=None)
+            self.con.execute("BEGIN IMMEDIATE")
+            return self
+        import subprocess
+        pg = self.storage.pg
+        self.proc = subprocess.Popen(["psql", "-X", "-q", "-A", "-t", "-h", "127.0.0.1", "-p", str(pg.port), "-U",
+                                      pg.user, "-d", self.storage.dbname],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.proc.stdin.write(b"SELECT pg_advisory_lock(%d);\n\\echo held\n" % OUTBOX_LOCK)
+        self.proc.stdin.flush()
+        for _ in range(100):
+            line = self.proc.stdout.readline()
+            if not line or line.strip() == b"held":
+                break
+        assert line.strip() == b"held", "psql did not take the lock: %r" % self.proc.stderr.read()
+        return self
+
+    def waiters(self):
+        if self.storage.engine == "sqlite":
+            return None
+        return int(self.storage.scalar("SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = %d"
+                                       " AND NOT granted" % OUTBOX_LOCK))
+
+    def __exit__(self, *exc):
+        if self.con is not None:
+            self.con.execute("ROLLBACK")
+            self.con.close()
+        if self.proc is not None:
+            self.proc.stdin.write(b"SELECT pg_advisory_unlock(%d);\n\\q\n" % OUTBOX_LOCK)
+            self.proc.stdin.close()
+            self.proc.wait(10)
+            self.proc.stdout.close()
+            self.proc.stderr.close()
+        return False
