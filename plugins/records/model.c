@@ -169,8 +169,14 @@ void json_merge_patch(json_t *target, const json_t *patch)
 void change_fingerprint(const records_change *c, char out[65])
 {
         static const char *const ops[] = {"create", "update", "delete"};
-        json_t *doc = json_pack("{s:s,s:s?,s:s?,s:O?}", "op", ops[c->op], "id", c->id, "causal", c->causal, "fields",
-                                c->fields);
+        /* The change, not its envelope: a PATCH body carries the causal
+         * token among the fields, a pushed update beside the patch; both
+         * are the same change (c->causal) and must be one fingerprint. */
+        json_t *fields = c->fields ? json_copy(c->fields) : NULL;
+        if (c->op == RECORDS_UPDATE && fields)
+                json_object_del(fields, "causal");
+        json_t *doc =
+                json_pack("{s:s,s:s?,s:s?,s:o?}", "op", ops[c->op], "id", c->id, "causal", c->causal, "fields", fields);
         char *text = json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS);
         relay_hash_hex(text ? text : "", text ? strlen(text) : 0, out);
         free(text);
