@@ -17,7 +17,15 @@ typedef struct compiled {
 struct policies_set {
         size_t n;
         compiled *items;
+        char version[17]; /* FNV-1a 64 of the compiled policies, hex; "" for none */
 };
+
+static uint64_t fnv(uint64_t h, const char *s)
+{
+        for (; s && *s; s++)
+                h = (h ^ (unsigned char)*s) * 0x100000001b3ULL;
+        return (h ^ 0x1f) * 0x100000001b3ULL; /* a separator, so "ab","c" differs from "a","bc" */
+}
 
 /* The fields a `when` may name: a record's, plus anything in its payload. */
 static const char *const known_fields[] = {"id",     "title",   "type",       "site",       "status", "size",
@@ -34,6 +42,7 @@ int policies_load(relay_db *db, const char *tenant, policies_set **out)
         if (rc != RELAY_DB_OK)
                 return rc;
         policies_set *set = calloc(1, sizeof(*set));
+        uint64_t h = 0xcbf29ce484222325ULL;
         set->items = calloc(relay_db_rows(r) ? relay_db_rows(r) : 1, sizeof(compiled));
         while (relay_db_next(r)) {
                 compiled *c = &set->items[set->n];
@@ -47,7 +56,10 @@ int policies_load(relay_db *db, const char *tenant, policies_set **out)
                 }
                 snprintf(c->name, sizeof(c->name), "%s", relay_db_text(r, 0));
                 set->n++;
+                h = fnv(fnv(fnv(h, relay_db_text(r, 0)), relay_db_text(r, 1)), relay_db_text(r, 2));
         }
+        if (set->n)
+                snprintf(set->version, sizeof(set->version), "%016llx", (unsigned long long)h);
         relay_db_free(r);
         *out = set;
         return RELAY_DB_OK;
@@ -67,6 +79,8 @@ bool policies_decide(const policies_set *set, const json_t *fields, paction *act
                 }
         return false;
 }
+
+const char *policies_version(const policies_set *set) { return set ? set->version : ""; }
 
 void policies_free(policies_set *set)
 {

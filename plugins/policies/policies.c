@@ -12,6 +12,7 @@ static const policies_api api = {
         .load = policies_load,
         .decide = policies_decide,
         .free = policies_free,
+        .version = policies_version,
 };
 
 static int init(relay_plugin *p)

@@ -21,6 +21,7 @@ json_t *policy_json(relay_db_result *r);
 int policies_load(relay_db *db, const char *tenant, policies_set **out);
 bool policies_decide(const policies_set *set, const json_t *fields, paction *action, char *name, size_t name_len);
 void policies_free(policies_set *set);
+const char *policies_version(const policies_set *set);
 /* Checks a `when` and a `then`; on failure fills the 422 body (code,
  * message, field, position, pointer) into *ERROR and returns false. */
 bool policies_check(const char *when, const char *then, json_t **error);

@@ -28,6 +28,11 @@ typedef struct policies_api {
          * `when` holds for FIELDS; false when none does (ACTION zeroed). */
         bool (*decide)(const policies_set *set, const json_t *fields, paction *action, char *name, size_t name_len);
         void (*free)(policies_set *set);
+        /* A short text that changes whenever the set's decisions may: it
+         * covers the live policies' names, whens and thens, in order (""
+         * for a tenant without policies).  The change feed keeps it in its
+         * cursor, so a policy change lets held-back changes go out. */
+        const char *(*version)(const policies_set *set);
 } policies_api;
 
 #endif

@@ -14,8 +14,10 @@
  *   s  scan position: everything at or before s was looked at, under n
  *   n  the network class the cursor was made for ("" for any)
  *   d  when the earliest deferred change falls due (ms, 0 none)
+ *   v  the version of the tenant's policies it was made under
  * A pull on the same network goes on from s; a pull on another network,
- * or after d, goes back to p and delivers what is no longer held back
+ * after d, or once the policies changed, goes back to p and delivers what
+ * is no longer held back
  * (changes already delivered come again: applying one twice is harmless).
  * Pages are bounded by rows looked at, so a page may deliver nothing and
  * still say has_more. */
@@ -27,6 +29,7 @@
 typedef struct position {
         int64_t p, s, d;
         char n[33];
+        char v[17];
 } position;
 
 static bool network_valid(const char *s)
@@ -46,13 +49,16 @@ static bool read_position(relay_req *req, position *pos)
                 return true;
         const json_t *p = json_object_get(c, "p"), *s = json_object_get(c, "s"), *d = json_object_get(c, "d");
         const char *n = json_string_value(json_object_get(c, "n"));
+        const json_t *v = json_object_get(c, "v"); /* absent in cursors older than it */
         if (!json_is_integer(p) || !json_is_integer(s) || !json_is_integer(d) || !n || !network_valid(n) ||
-            json_integer_value(p) < 0 || json_integer_value(p) > json_integer_value(s)) {
+            json_integer_value(p) < 0 || json_integer_value(p) > json_integer_value(s) ||
+            (v && (!json_is_string(v) || json_string_length(v) >= sizeof(pos->v)))) {
                 relay_error(req, 400, "invalid_cursor", "since is not a cursor this server gave");
                 return false;
         }
         pos->p = json_integer_value(p), pos->s = json_integer_value(s), pos->d = json_integer_value(d);
         snprintf(pos->n, sizeof(pos->n), "%s", n);
+        snprintf(pos->v, sizeof(pos->v), "%s", v ? json_string_value(v) : "");
         return true;
 }
 
@@ -103,14 +109,16 @@ static int get_changes(relay_req *req)
         if (!read_position(req, &pos))
                 return RELAY_OK;
         int64_t now = relay_now_ms();
-        bool rescan = strcmp(pos.n, network) != 0 || (pos.d && now >= pos.d);
-        int64_t start = rescan ? pos.p : pos.s;
         const char *tenant = relay_principal_of(req)->tenant;
         relay_db *db = relay_db_of(req);
         policies_set *set = NULL;
         records_change_row *rows = calloc((size_t)limit, sizeof(*rows));
         int n = 0;
         int rc = sync_policies->load(db, tenant, &set);
+        /* what was held back under other policies may go out now */
+        const char *version = rc == RELAY_DB_OK ? sync_policies->version(set) : "";
+        bool rescan = strcmp(pos.n, network) != 0 || (pos.d && now >= pos.d) || strcmp(pos.v, version) != 0;
+        int64_t start = rescan ? pos.p : pos.s;
         if (rc == RELAY_DB_OK)
                 rc = sync_records->changes(db, tenant, start, (int)limit, rows, &n);
         json_t *changes = json_array();
@@ -131,18 +139,19 @@ static int get_changes(relay_req *req)
         for (int i = 0; i < n; i++)
                 json_decref(rows[i].record);
         free(rows);
+        position next = {.s = scanned};
+        snprintf(next.v, sizeof(next.v), "%s", version);
         sync_policies->free(set);
         if (rc != RELAY_DB_OK) {
                 json_decref(changes);
                 return relay_db_reply_error(req, rc);
         }
-        position next = {.s = scanned};
         snprintf(next.n, sizeof(next.n), "%s", network);
         bool older_held = !rescan && pos.p < pos.s;
         next.p = older_held ? pos.p : first_held ? first_held - 1 : scanned;
         next.d = !rescan && pos.d && (!next_due || pos.d < next_due) ? pos.d : next_due;
-        json_t *state = json_pack("{s:I,s:I,s:s,s:I}", "p", (json_int_t)next.p, "s", (json_int_t)next.s, "n", next.n,
-                                  "d", (json_int_t)next.d);
+        json_t *state = json_pack("{s:I,s:I,s:s,s:I,s:s}", "p", (json_int_t)next.p, "s", (json_int_t)next.s, "n",
+                                  next.n, "d", (json_int_t)next.d, "v", next.v);
         char cursor[RELAY_CURSOR_MAX];
         relay_cursor_encode(state, cursor, sizeof(cursor));
         json_decref(state);
