@@ -2,7 +2,10 @@
  *   GET /v1/records?status=&type=&site=&updated_since=&limit=&cursor=
  *       live records (no tombstones), newest first, cursor paged.  The
  *       cursor is the last id shown and ids only grow, so pages neither
- *       repeat nor skip records while others are inserted.
+ *       repeat nor skip records while others are inserted.  No sentinel
+ *       id stands for "from the top": under a linguistic collation
+ *       (PostgreSQL databases made with en_US.UTF-8...) "rec_~" sorts
+ *       before every id, and the first page came back empty.
  *   GET /v1/records/:id   one record; a tombstone answers 410 */
 #include <string.h>
 #include "records.h"
@@ -31,10 +34,11 @@ static int get_records(relay_req *req)
         int rc = relay_db_query(relay_db_of(req), &r,
                                 "SELECT " RECORD_COLUMNS " FROM records_records WHERE tenant = ? AND deleted_ms IS NULL"
                                 " AND (CAST(? AS TEXT) IS NULL OR status = ?) AND (CAST(? AS TEXT) IS NULL OR type = ?)"
-                                " AND (CAST(? AS TEXT) IS NULL OR site = ?) AND updated_ms >= ? AND id < ?"
+                                " AND (CAST(? AS TEXT) IS NULL OR site = ?) AND updated_ms >= ?"
+                                " AND (CAST(? AS TEXT) IS NULL OR id < ?)"
                                 " ORDER BY id DESC LIMIT ?",
-                                "sssssssisi", relay_principal_of(req)->tenant, status, status, type, type, site, site,
-                                since_ms, after ? after : "rec_~", (int64_t)limit + 1);
+                                "sssssssissi", relay_principal_of(req)->tenant, status, status, type, type, site, site,
+                                since_ms, after, after, (int64_t)limit + 1);
         if (rc != RELAY_DB_OK)
                 return relay_db_reply_error(req, rc);
         json_t *records = json_array();
