@@ -35,10 +35,11 @@ int policies_load(relay_db *db, const char *tenant, policies_set **out)
 {
         *out = NULL;
         relay_db_result *r;
+#define LOAD_SQL "SELECT name, when_src, then_src FROM policies_policies WHERE tenant = ? AND deleted_ms IS NULL"
         int rc = relay_db_query(db, &r,
-                                "SELECT name, when_src, then_src FROM policies_policies WHERE tenant = ?"
-                                " AND deleted_ms IS NULL ORDER BY priority, name",
+                                POLICIES_IS_PGSQL(db) ? LOAD_SQL POLICIES_ORDER_PGSQL : LOAD_SQL POLICIES_ORDER_BYTES,
                                 "s", tenant);
+#undef LOAD_SQL
         if (rc != RELAY_DB_OK)
                 return rc;
         policies_set *set = calloc(1, sizeof(*set));

@@ -1,6 +1,6 @@
 /* routes.c - RelaySync's policy routes (RelayOne's YAML shape will share
  * the same table and path):
- *   GET    /v1/policies                 the tenant's live policies, by priority then name
+ *   GET    /v1/policies                 the tenant's live policies, by priority then name (bytes)
  *   POST   /v1/policies                 {"name","when","then"[,"priority"]}: create or update by name
  *   GET    /v1/policies/:id             one policy
  *   DELETE /v1/policies/:id             soft delete
@@ -36,11 +36,12 @@ static bool name_valid(const char *s)
 static int get_policies(relay_req *req)
 {
         relay_db_result *r;
-        int rc = relay_db_query(relay_db_of(req), &r,
-                                "SELECT " POLICY_COLUMNS
-                                " FROM policies_policies WHERE tenant = ? AND deleted_ms IS NULL"
-                                " ORDER BY priority, name",
+        relay_db *db = relay_db_of(req);
+#define LIST_SQL "SELECT " POLICY_COLUMNS " FROM policies_policies WHERE tenant = ? AND deleted_ms IS NULL"
+        int rc = relay_db_query(db, &r,
+                                POLICIES_IS_PGSQL(db) ? LIST_SQL POLICIES_ORDER_PGSQL : LIST_SQL POLICIES_ORDER_BYTES,
                                 "s", relay_principal_of(req)->tenant);
+#undef LIST_SQL
         if (rc != RELAY_DB_OK)
                 return relay_db_reply_error(req, rc);
         json_t *list = json_array();
