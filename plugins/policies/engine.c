@@ -105,14 +105,26 @@ static int known(const char *name, size_t pos, void *data)
         return 1;
 }
 
-/* SRC with a caret under byte POS: what a person reads to find the fault. */
+/* Characters (code points) in the first POS bytes of SRC, which is valid
+ * UTF-8 (it came from a JSON string): bytes that do not continue one. */
+static size_t chars_before(const char *src, size_t pos)
+{
+        size_t n = 0;
+        for (size_t i = 0; i < pos && src[i]; i++)
+                n += ((unsigned char)src[i] & 0xC0) != 0x80;
+        return n;
+}
+
+/* SRC with a caret under byte POS: what a person reads to find the fault.
+ * The caret is one column per character, not per byte, so it stays under
+ * the fault when non-ASCII text comes before it. */
 static json_t *pointer(const char *src, size_t pos)
 {
         size_t n = strlen(src);
         if (n > 200)
                 return json_null();
         char *text = malloc(2 * n + 4);
-        size_t at = pos > n ? n : pos;
+        size_t at = chars_before(src, pos > n ? n : pos);
         memcpy(text, src, n);
         text[n] = '\n';
         memset(text + n + 1, ' ', at);
@@ -126,7 +138,7 @@ static json_t *pointer(const char *src, size_t pos)
 static json_t *fault(const char *field, const char *src, size_t pos, const char *what)
 {
         char msg[256];
-        snprintf(msg, sizeof(msg), "%s: %s (at character %zu)", field, what, pos + 1);
+        snprintf(msg, sizeof(msg), "%s: %s (at character %zu)", field, what, chars_before(src, pos) + 1);
         return json_pack("{s:s,s:s,s:s,s:I,s:o}", "code",
                          strcmp(field, "when") == 0 ? "policy.invalid_when" : "policy.invalid_then", "message", msg,
                          "field", field, "position", (json_int_t)pos, "pointer", pointer(src, pos));
