@@ -36,7 +36,6 @@ import collections
 import json
 import os
 import re
-import time
 import urllib.parse
 
 from conftest import Daemon, Storage
@@ -469,3 +468,49 @@ class hold_writers:
             self.proc.stdout.close()
             self.proc.stderr.close()
         return False
+
+
+def table_snapshot(storage, tables, where=None):
+    """{table: rows} of TABLES (each WHERE sql, e.g. "tenant = 'ten_…'") in
+    one round trip (one psql run on PostgreSQL); rows as table_rows gives
+    them, sorted, so two snapshots compare equal when nothing changed."""
+    def canon(rows):
+        return sorted(rows, key=lambda r: json.dumps(r, sort_keys=True, default=str))
+    clause = (" WHERE " + where) if where else ""
+    if storage.engine == "sqlite":
+        import sqlite3
+        con = sqlite3.connect(storage.path, timeout=10)
+        try:
+            out = {}
+            for t in tables:
+                cur = con.execute("SELECT * FROM %s%s" % (t, clause))
+                names = [c[0] for c in cur.description]
+                out[t] = canon([dict(zip(names, row)) for row in cur.fetchall()])
+            return out
+        finally:
+            con.close()
+    parts = ", ".join("'%s', (SELECT COALESCE(json_agg(t), '[]'::json) FROM (SELECT * FROM %s%s) t)" % (t, t, clause)
+                      for t in tables)
+    doc = json.loads(storage.pg.psql("SELECT json_build_object(%s)" % parts, storage.dbname))
+    return {t: canon(doc[t]) for t in tables}
+
+
+def linguistic_storage(engine, request, tmp_path):
+    """A fresh database like the `storage` fixture's, but on PostgreSQL one
+    whose default collation is linguistic (ICU en-US, as a database made
+    with the usual en_US.UTF-8 locale sorts: punctuation ignored at first,
+    case second), so text order is not byte order.  SQLite: the usual
+    file (BINARY collation).  Skips when the server has no ICU."""
+    import pytest
+    pg = request.getfixturevalue("pg_server") if engine == "pgsql" else None
+    st = Storage(engine, tmp_path, pg)
+    if engine == "pgsql":
+        pg.psql("DROP DATABASE %s" % st.dbname)
+        try:
+            pg.psql("CREATE DATABASE %s TEMPLATE template0 ENCODING 'UTF8' LOCALE_PROVIDER icu"
+                    " ICU_LOCALE 'en-US'" % st.dbname)
+        except RuntimeError as e:
+            pg.psql("CREATE DATABASE %s" % st.dbname)
+            pytest.skip("PostgreSQL without ICU collations: %s" % e)
+        assert pg.psql("SELECT 'a_~' < 'a_0'", st.dbname) == "t"  # not byte order
+    return st
