@@ -211,6 +211,15 @@ static bool well_formed(const records_change *c, records_result *out)
         }
         if (c->op != RECORDS_DELETE)
                 record_validate(c->fields, c->op == RECORDS_UPDATE, &errors);
+        /* A token from DELETE's query, If-Match or body, or from a push
+         * item, is checked like PATCH's (record_validate, which reports a
+         * body's own "causal"): a string that is no token is refused, not
+         * taken for a stale one (a 409 and a record.conflict event
+         * carrying whatever the client sent). */
+        const char *in_body = json_string_value(json_object_get(c->fields, "causal"));
+        if (c->causal && !causal_valid(c->causal) && !(in_body && strcmp(in_body, c->causal) == 0))
+                relay_validation_add(&errors, "request", "causal", "causal must be a token this server gave",
+                                     "value_error");
         if (errors) {
                 const char *first = json_string_value(json_object_get(json_array_get(errors, 0), "msg"));
                 fail(out, 422, "validation_failed", first ? first : "invalid record",

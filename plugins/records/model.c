@@ -24,6 +24,8 @@ static bool ulid_valid(const char *s)
 
 bool record_id_valid(const char *s) { return s && strncmp(s, "rec_", 4) == 0 && ulid_valid(s + 4); }
 
+bool causal_valid(const char *s) { return ulid_valid(s); }
+
 bool record_status_valid(const char *s)
 {
         for (int i = 0; s && statuses[i]; i++)

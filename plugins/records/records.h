@@ -28,6 +28,8 @@ json_t *record_json(relay_db_result *r);
 /* Is S a record id ("rec_" + 26 Crockford base32 characters)? */
 bool record_id_valid(const char *s);
 bool record_status_valid(const char *s);
+/* Is S shaped like a causal token (26 Crockford base32, a ULID)? */
+bool causal_valid(const char *s);
 /* Checks a create body or a patch; adds failures to *ERRORS. */
 void record_validate(const json_t *fields, bool patch, json_t **errors);
 /* The next causal token after PREV (NULL for a new record): ULID-like,
