@@ -60,8 +60,10 @@ static int get_records(relay_req *req)
 static int get_record(relay_req *req)
 {
         const char *id = relay_param(req, "id");
+        /* Not echoed: the client's bytes, cut anywhere, need not be UTF-8,
+         * and a message that is not makes the whole answer a 500. */
         if (!record_id_valid(id))
-                return relay_error(req, 404, "record.not_found", "no record %.40s", id);
+                return relay_error(req, 404, "record.not_found", "no such record");
         relay_db_result *r;
         int rc = relay_db_query(relay_db_of(req), &r,
                                 "SELECT " RECORD_COLUMNS " FROM records_records WHERE tenant = ? AND id = ?", "ss",
