@@ -10,6 +10,14 @@
 #include <string.h>
 #include "records.h"
 
+/* Is S valid UTF-8?  jansson makes strings of nothing else. */
+static bool utf8_valid(const char *s)
+{
+        json_t *j = json_string(s);
+        json_decref(j);
+        return j != NULL;
+}
+
 static int get_records(relay_req *req)
 {
         const char *status = relay_query(req, "status"), *type = relay_query(req, "type");
@@ -21,6 +29,12 @@ static int get_records(relay_req *req)
                 return relay_error(req, 400, "invalid_limit", "limit must be an integer from 1 to %ld", max);
         if (status && !record_status_valid(status))
                 return relay_error(req, 400, "invalid_status", "status must be draft, queued, synced or failed");
+        /* No stored text is anything but UTF-8; PostgreSQL refuses such a
+         * parameter (a 500) where SQLite would compare it: 400 on both. */
+        if (type && !utf8_valid(type))
+                return relay_error(req, 400, "invalid_type", "type must be UTF-8 text");
+        if (site && !utf8_valid(site))
+                return relay_error(req, 400, "invalid_site", "site must be UTF-8 text");
         int64_t since_ms = 0;
         if (since && relay_time_parse(since, &since_ms) != RELAY_OK)
                 return relay_error(req, 400, "invalid_updated_since", "updated_since must be an RFC 3339 time");
