@@ -51,11 +51,22 @@ static int get_policies(relay_req *req)
         return relay_reply_json(req, 200, json_pack("{s:o}", "policies", list));
 }
 
+/* Is S shaped like a policy id (pol_ + 26 Crockford base32, as publish
+ * makes them)?  Anything else names no policy, and must not reach the
+ * database: PostgreSQL refuses a parameter that is not UTF-8 (a 500). */
+static bool id_valid(const char *s)
+{
+        return s && strlen(s) == 4 + RELAY_ULID_LEN && strncmp(s, "pol_", 4) == 0 &&
+               strspn(s + 4, "0123456789ABCDEFGHJKMNPQRSTVWXYZ") == RELAY_ULID_LEN;
+}
+
 /* The policy ID (or NAME when ID is NULL) of the caller's tenant. */
 static int load(relay_db *db, const char *tenant, const char *id, const char *name, json_t **out)
 {
         relay_db_result *r;
         *out = NULL;
+        if (id && !id_valid(id))
+                return RELAY_DB_OK;
         int rc = relay_db_query(db, &r,
                                 id ? "SELECT " POLICY_COLUMNS " FROM policies_policies WHERE tenant = ? AND id = ?"
                                    : "SELECT " POLICY_COLUMNS " FROM policies_policies WHERE tenant = ? AND name = ?",
@@ -225,6 +236,8 @@ static int delete_policy(relay_req *req)
         const char *tenant = relay_principal_of(req)->tenant, *id = relay_param(req, "id");
         json_t *policy = NULL;
         int64_t changes = 0;
+        if (!id_valid(id))
+                return relay_error(req, 404, "policy.not_found", "no such policy");
         int rc = relay_db_begin(db);
         if (rc == RELAY_DB_OK)
                 rc = relay_db_exec(db, &changes,
