@@ -32,6 +32,7 @@ factory:
     def test_x(rs_daemon):
         env = rs_daemon({"records": {"idempotency_ttl": "1s"}})
 """
+import atexit
 import collections
 import json
 import os
@@ -402,8 +403,7 @@ def table_rows(storage, table, where=None, order=None):
             return [dict(zip(names, row)) for row in cur.fetchall()]
         finally:
             con.close()
-    out = storage.pg.psql("SELECT COALESCE(json_agg(t), '[]'::json) FROM (%s) t" % sql, storage.dbname)
-    return json.loads(out)
+    return json.loads(pg_query(storage, "SELECT COALESCE(json_agg(t), '[]'::json) FROM (%s) t" % sql))
 
 
 def table_count(storage, table, where=None):
@@ -411,7 +411,89 @@ def table_count(storage, table, where=None):
     sql = "SELECT COUNT(*) FROM %s" % table
     if where:
         sql += " WHERE " + where
-    return int(storage.scalar(sql))
+    return int(scalar(storage, sql))
+
+
+def scalar(storage, sql):
+    """The first column of the first row of SQL as text (None when no row
+    or NULL), like Storage.scalar but through pg_query on PostgreSQL."""
+    if storage.engine == "sqlite":
+        return storage.scalar(sql)
+    out = pg_query(storage, "SELECT to_json(t.*)::text FROM (%s) t LIMIT 1" % sql)
+    if not out:
+        return None
+    value = list(json.loads(out).values())[0]
+    return None if value is None else str(value)
+
+
+class _PgSession:
+    """One psql process kept open on a database: a query costs a round trip
+    instead of starting psql (tens of milliseconds on a busy machine)."""
+
+    MARK = "__relaysync_end__"
+
+    def __init__(self, storage):
+        import subprocess
+        pg = storage.pg
+        self.proc = subprocess.Popen(["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=0", "-h", "127.0.0.1",
+                                      "-p", str(pg.port), "-U", pg.user, "-d", storage.dbname],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def query(self, sql):
+        self.proc.stdin.write(("%s;\n\\echo %s\n" % (sql.rstrip().rstrip(";"), self.MARK)).encode())
+        self.proc.stdin.flush()
+        lines = []
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError("psql session ended: %s" % "".join(lines))
+            text = line.decode().rstrip("\n")
+            if text == self.MARK:
+                break
+            lines.append(text)
+        if any("ERROR:" in l for l in lines):
+            raise RuntimeError("psql: %s" % "\n".join(lines))
+        return "\n".join(lines).strip()
+
+    def close(self):
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(5)
+        except Exception:
+            self.proc.kill()
+        self.proc.stdout.close()
+
+
+_PG_SESSIONS = {}
+
+
+def pg_query(storage, sql):
+    """Runs SQL on STORAGE's PostgreSQL database in a psql session kept open
+    for it (one per database, closed at exit); returns stdout as psql -A -t
+    prints it.  A session that died (server restarted) is opened again."""
+    key = (storage.pg.port, storage.dbname)
+    sess = _PG_SESSIONS.get(key)
+    if sess is None or not sess.alive():
+        sess = _PG_SESSIONS[key] = _PgSession(storage)
+    try:
+        return sess.query(sql)
+    except RuntimeError:
+        if sess.alive():
+            raise
+        sess = _PG_SESSIONS[key] = _PgSession(storage)
+        return sess.query(sql)
+
+
+def _close_pg_sessions():
+    for sess in _PG_SESSIONS.values():
+        sess.close()
+    _PG_SESSIONS.clear()
+
+
+atexit.register(_close_pg_sessions)
 
 
 # ------------------------------------------------------------------ locks
@@ -454,8 +536,8 @@ class hold_writers:
     def waiters(self):
         if self.storage.engine == "sqlite":
             return None
-        return int(self.storage.scalar("SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = %d"
-                                       " AND NOT granted" % OUTBOX_LOCK))
+        return int(scalar(self.storage, "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory'"
+                          " AND objid = %d AND NOT granted" % OUTBOX_LOCK))
 
     def __exit__(self, *exc):
         if self.con is not None:
@@ -491,7 +573,7 @@ def table_snapshot(storage, tables, where=None):
             con.close()
     parts = ", ".join("'%s', (SELECT COALESCE(json_agg(t), '[]'::json) FROM (SELECT * FROM %s%s) t)" % (t, t, clause)
                       for t in tables)
-    doc = json.loads(storage.pg.psql("SELECT json_build_object(%s)" % parts, storage.dbname))
+    doc = json.loads(pg_query(storage, "SELECT json_build_object(%s)" % parts))
     return {t: canon(doc[t]) for t in tables}
 
 

@@ -17,7 +17,7 @@ import pytest
 
 from conftest import finish_all
 from relaysync_support import (POLICY_ID_RE, crockford_id, linguistic_storage, relaysync_daemon_factory, shared_env,
-                               sql_quote, table_snapshot, wait_for)
+                               scalar, sql_quote, table_snapshot, wait_for)
 from users_support import parse_time
 
 POLICY_KEYS = {"id", "name", "version", "priority", "when", "then", "created_at", "updated_at", "deleted_at"}
@@ -61,8 +61,8 @@ def refusing(env, engine, _refusing):
 def stored_count(env, tenant_id):
     """Policies, versions and policy events the tenant has, in one query."""
     q = sql_quote(tenant_id)
-    return int(env.storage.scalar(
-        "SELECT (SELECT COUNT(*) FROM policies_policies WHERE tenant = %s)"
+    return int(scalar(
+        env.storage, "SELECT (SELECT COUNT(*) FROM policies_policies WHERE tenant = %s)"
         " + (SELECT COUNT(*) FROM policies_versions WHERE tenant = %s)"
         " + (SELECT COUNT(*) FROM relay_events WHERE tenant = %s AND type LIKE 'policy.%%')" % (q, q, q)))
 

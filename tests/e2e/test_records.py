@@ -23,7 +23,8 @@ import pytest
 
 from conftest import finish_all, req
 from relaysync_support import (CAUSAL_RE, RECORD_ID_RE, crockford_id, hold_writers, linguistic_storage,
-                               relaysync_daemon_factory, shared_env, sql_quote, table_snapshot, wait_for)
+                               relaysync_daemon_factory, scalar, shared_env, sql_quote, table_snapshot,
+                               wait_for)
 from users_support import parse_time
 
 RECORD_KEYS = {"id", "title", "type", "site", "status", "payload", "causal", "size", "created_at", "updated_at",
@@ -69,8 +70,8 @@ def refusing(env, engine, _refusing):
 def stored_count(env, tenant_id):
     """Records, stored keys and record events of the tenant, in one query."""
     q = sql_quote(tenant_id)
-    return int(env.storage.scalar(
-        "SELECT (SELECT COUNT(*) FROM records_records WHERE tenant = %s)"
+    return int(scalar(
+        env.storage, "SELECT (SELECT COUNT(*) FROM records_records WHERE tenant = %s)"
         " + (SELECT COUNT(*) FROM relay_idempotency WHERE tenant = %s)"
         " + (SELECT COUNT(*) FROM relay_events WHERE tenant = %s AND type LIKE 'record.%%')" % (q, q, q)))
 
