@@ -6,6 +6,7 @@
  *   DELETE /v1/policies/:id             soft delete
  *   POST   /v1/policies/:id/dryrun      {"record":{...}}: would it match, and what would it do */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include "policies.h"
 
@@ -272,6 +273,13 @@ static int dryrun(relay_req *req)
                 return relay_db_reply_error(req, rc);
         if (!policy)
                 return relay_error(req, 404, "policy.not_found", "no such policy");
+        /* the size the server would compute, when the sample leaves it out */
+        json_t *payload = json_object_get(record, "payload");
+        if (!json_object_get(record, "size") && json_is_object(payload)) {
+                char *text = json_dumps(payload, JSON_COMPACT);
+                json_object_set_new(record, "size", json_integer(text ? (json_int_t)strlen(text) : 0));
+                free(text);
+        }
         pexpr_error err;
         paction act = {0};
         pexpr *when = pexpr_parse(json_string_value(json_object_get(policy, "when")), &err);

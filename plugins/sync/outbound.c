@@ -1,6 +1,7 @@
 /* outbound.c - a record's way to "synced".
  *
- * Each created or updated record version gets a record.sync job in the
+ * Each created or updated record version whose status is "queued" gets a
+ * record.sync job in the
  * durable queue, routed by sync policies: queue=<name> names its queue,
  * defer=<duration> delays it, drop means no job (the record stays as it
  * is).  The job finishes the version: once no other outbound job for the
@@ -23,7 +24,9 @@ static int on_record(relay_plugin *p, const relay_event *ev, void *data)
         const char *status = json_string_value(json_object_get(rec, "status"));
         const char *id = json_string_value(json_object_get(rec, "id"));
         const char *causal = json_string_value(json_object_get(rec, "causal"));
-        if (!ev->tenant || !id || !causal || !status || strcmp(status, "synced") == 0 ||
+        /* only a version waiting to go out: a draft is not ready, a failed
+         * one waits for its client, a synced one is done */
+        if (!ev->tenant || !id || !causal || !status || strcmp(status, "queued") != 0 ||
             json_is_true(json_object_get(rec, "deleted")))
                 return RELAY_OK;
         relay_db *db = relay_plugin_db(p);

@@ -415,6 +415,10 @@ def test_then_actions_and_dryrun(env):
                                                                                    "b": "x" * 100}}).body
     assert dryrun(env, t.viewer, p["id"], rec).body["matched"] is True
     assert dryrun(env, t.viewer, p["id"], dict(rec, size=100)).body["matched"] is False
+    # a sample without size gets the size the server would compute from its payload
+    sample = {"payload": {"kind": "photo", "b": "x" * 100}}
+    assert dryrun(env, t.viewer, p["id"], sample).body["matched"] is True
+    assert dryrun(env, t.viewer, p["id"], {"payload": {"kind": "photo"}}).body["matched"] is False
     # its body: {"record": object}
     for body in ({}, {"record": None}, {"record": [1]}, {"record": "x"}):
         assert_error(env.api("POST", "/v1/policies/%s/dryrun" % p["id"], body, key=t.viewer), 422,
