@@ -128,8 +128,11 @@ static int get_changes(relay_req *req)
                 verdict v = route(set, rows[i].record, network, now, &due);
                 if (v == DELIVER)
                         json_array_append_new(changes, change_json(&rows[i]));
-                else if (v == HOLD) {
-                        held++;
+                else {
+                        /* a dropped change is held too, for as long as the
+                         * drop policy stands: the low-water mark stays before
+                         * it, and a policy change delivers it */
+                        held += v == HOLD;
                         first_held = first_held ? first_held : rows[i].seq;
                         if (due && (!next_due || due < next_due))
                                 next_due = due;

@@ -89,6 +89,33 @@ static json_t *answer(long i, const records_result *res)
         return a;
 }
 
+/* An earlier item of the batch with ITEM's idempotency key: its index, or -1. */
+static long same_key_before(const json_t *changes, size_t i)
+{
+        const char *key = json_string_value(json_object_get(json_array_get(changes, i), "idempotency_key"));
+        for (size_t j = 0; key && j < i; j++)
+                if (json_equal(json_object_get(json_array_get(changes, j), "idempotency_key"),
+                               json_object_get(json_array_get(changes, i), "idempotency_key")))
+                        return (long)j;
+        return -1;
+}
+
+/* A key used twice in one batch: the first answer again for the same
+ * change (the first still holds the key, it commits with the batch), 422
+ * for another change, as across requests. */
+static json_t *repeat(const json_t *changes, json_t *answers, size_t i, long j)
+{
+        if (!json_equal(json_array_get(changes, i), json_array_get(changes, (size_t)j)))
+                return json_pack("{s:i,s:s,s:i,s:{s:s,s:s}}", "index", (int)i, "outcome", "invalid", "http_status", 422,
+                                 "error", "code", "idempotency_key_reused", "message",
+                                 "this Idempotency-Key was used for a different change");
+        json_t *a = json_deep_copy(json_array_get(answers, (size_t)j));
+        json_object_set_new(a, "index", json_integer((json_int_t)i));
+        if (json_object_get(a, "record"))
+                json_object_set_new(a, "outcome", json_string("replayed"));
+        return a;
+}
+
 static int push(relay_req *req)
 {
         json_t *body = relay_json_body(req);
@@ -108,6 +135,11 @@ static int push(relay_req *req)
         int rc = relay_db_begin(db);
         for (size_t i = 0; rc == RELAY_DB_OK && i < n; i++) {
                 records_change c;
+                long first = same_key_before(changes, i);
+                if (first >= 0) {
+                        json_array_append_new(answers, repeat(changes, answers, i, first));
+                        continue;
+                }
                 json_t *bad = parse_item(json_array_get(changes, i), (long)i, &c, who->subject);
                 if (bad) {
                         json_array_append_new(answers, bad);

@@ -732,6 +732,21 @@ def test_push_answers_item_by_item(env):
         ["record.conflict", "record.created", "record.deleted", "record.updated"]
 
 
+def test_push_same_key_twice_in_one_batch(env):
+    t = env.new_tenant()
+    item = {"op": "create", "idempotency_key": "twice", "record": new_fields(1)}
+    other = {"op": "create", "idempotency_key": "twice", "record": new_fields(2)}
+    results = env.push(t.operator, [item, dict(item), other]).body["results"]
+    assert [r["outcome"] for r in results] == ["applied", "replayed", "invalid"]
+    assert [r["index"] for r in results] == [0, 1, 2]
+    assert results[1]["record"] == results[0]["record"] and results[1]["http_status"] == 201
+    assert results[2]["error"]["code"] == "idempotency_key_reused" and results[2]["http_status"] == 422
+    assert len(env.record_rows(tenant=t.id)) == 1
+    # and across batches, as before
+    again = env.push(t.operator, [item]).body["results"][0]
+    assert again["outcome"] == "replayed" and again["record"] == results[0]["record"]
+
+
 def test_push_limits_and_refusals(env):
     t = env.new_tenant()
     one = {"op": "create", "record": new_fields(1)}
@@ -868,6 +883,13 @@ def test_drop_policy_hides_from_everyone_and_makes_no_job(env):
         pages = pull_pages(env, t.viewer, network=net)
         assert ids_of([c for p in pages for c in p["changes"]]) == [plain]
         assert sum(p["withheld"] for p in pages) == 0  # hidden, not held back
+    # the cursor stays before a dropped change: once the policy goes, the change comes
+    cursor = env.changes(t.viewer, network="cellular").body["next_cursor"]
+    assert ids_of(env.changes(t.viewer, since=cursor, network="cellular").body["changes"]) == []
+    policy = [p for p in env.policies(t.admin).body["policies"] if p["name"] == "hide_secret"][0]
+    assert env.api("DELETE", "/v1/policies/" + policy["id"], key=t.admin).status == 200
+    # (with what came after it again: delivery is at least once)
+    assert ids_of(env.changes(t.viewer, since=cursor, network="cellular").body["changes"]) == [secret, plain]
     # another tenant's policies do not apply
     u = env.new_tenant()
     other = env.create_record(u.admin, new_fields(1, type="secret")).body["id"]
@@ -948,6 +970,21 @@ def test_created_record_gets_a_sync_job_and_becomes_synced(env):
     pre = env.create_record(t.admin, new_fields(2, status="synced")).body
     settle(env, t)
     assert env.job_rows(tenant=t.id, target=pre["id"]) == []
+
+
+def test_drafts_and_failed_records_get_no_job_and_keep_their_status(env):
+    t = env.new_tenant()
+    draft = env.create_record(t.admin, new_fields(1, status="draft")).body
+    failed = env.create_record(t.admin, new_fields(2, status="failed")).body
+    queued = env.create_record(t.admin, new_fields(3)).body
+    wait_synced(env, t, queued["id"])  # the outbox got this far: the others were seen too
+    settle(env, t)
+    for rec, status in ((draft, "draft"), (failed, "failed")):
+        assert env.job_rows(tenant=t.id, target=rec["id"]) == []
+        assert env.get_record(t.admin, rec["id"]).body["status"] == status
+    # a draft made ready goes out
+    ready = env.patch_record(t.operator, draft["id"], {"status": "queued"}, causal=draft["causal"]).body
+    assert wait_synced(env, t, draft["id"])["causal"] == ready["causal"]
 
 
 def test_job_of_a_superseded_version_does_nothing(env):
