@@ -696,7 +696,7 @@ def test_malformed_query_escapes_are_refused(world):
 def test_impossible_times_are_refused(world):
     b = Battery(world)
     for v in ("2024-02-30T00:00:00Z", "2023-02-29T00:00:00Z", "2024-04-31T00:00:00Z", "+999-01-01T00:00:00Z",
-              "2024-+1-01T00:00:00Z", "2024- 1-01T00:00:00Z", "2024-01-01T00:00:60Z"):
+              "2024-+1-01T00:00:00Z", "2024- 1-01T00:00:00Z", "2024-01-01T00:00:00+-1:00"):
         b.case("updated_since=" + v, "GET", "/v1/records?updated_since=" + q(v), code="invalid_updated_since")
     b.done()
 

@@ -421,7 +421,7 @@ def test_flood_from_one_tenant(rs_daemon):
     through plus what refills meanwhile, the rest 429 with Retry-After and
     RateLimit-* headers in RelaySync's error shape; a refused write stores
     nothing (row, event, idempotency key); tenant B, creating and listing
-    records every 100 ms meanwhile, is never refused, and neither is A's
+    records every 150 ms meanwhile, is never refused, and neither is A's
     own use of the sync plugin (its own bucket).  After Retry-After, a
     refused key is accepted as a new write."""
     env = rs_daemon({"records": {"rate_limit": "20"}, "sync": {"rate_limit": "20"}}, workers="4")
@@ -456,7 +456,7 @@ def test_flood_from_one_tenant(rs_daemon):
                                                idem="calm-%d" % n, expect=None).status)
             b_results.append(env.list_page(b.admin, limit=5, expect=None).status)
             a_sync.append(env.changes(a.viewer, limit=5, expect=None).status)
-            halt.wait(0.1)
+            halt.wait(0.15)
 
     with rss_watch(env.d, "flood from one tenant"):
         tb = threading.Thread(target=tenant_b)
