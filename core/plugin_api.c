@@ -130,6 +130,18 @@ RELAY_API int relay_route(relay_plugin *p, const char *method, const char *patte
         return relay_route_ex(p, &o);
 }
 
+RELAY_API int relay_route_role(relay_plugin *p, const char *method, const char *pattern, relay_handler handler,
+                               const char *roles)
+{
+        relay_route_opts o = {.size = sizeof(o),
+                              .method = method,
+                              .pattern = pattern,
+                              .handler = handler,
+                              .auth = RELAY_AUTH_TENANT,
+                              .role = roles};
+        return relay_route_ex(p, &o);
+}
+
 /* The last registration failure, for the loader's message. */
 const char *plugin_api_route_error(void);
 const char *plugin_api_route_error(void) { return route_error; }

@@ -178,6 +178,22 @@ RELAY_API int relay_error_json(relay_req *req, int status, const char *code, con
         return response_error_styled(req, req_style(req), status, code, message, extra);
 }
 
+RELAY_API int relay_error_object(relay_req *req, int status, json_t *error)
+{
+        char code[64], message[512];
+        snprintf(code, sizeof(code), "%s", json_string_value(json_object_get(error, "code")) ?: "error");
+        snprintf(message, sizeof(message), "%s", json_string_value(json_object_get(error, "message")) ?: "");
+        json_t *extra = json_is_object(error) ? json_copy(error) : NULL;
+        json_decref(error);
+        json_object_del(extra, "code");
+        json_object_del(extra, "message");
+        if (extra && json_object_size(extra) == 0) {
+                json_decref(extra);
+                extra = NULL;
+        }
+        return relay_error_json(req, status, code, message, extra);
+}
+
 RELAY_API int relay_error(relay_req *req, int status, const char *code, const char *fmt, ...)
 {
         char msg[1024];

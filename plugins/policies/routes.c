@@ -111,12 +111,7 @@ static bool valid_body(relay_req *req, const json_t *body)
                 return false;
         }
         if (!policies_check(when, then, &fault)) {
-                char code[40], message[300];
-                snprintf(code, sizeof(code), "%s", json_string_value(json_object_get(fault, "code")));
-                snprintf(message, sizeof(message), "%s", json_string_value(json_object_get(fault, "message")));
-                json_object_del(fault, "code");
-                json_object_del(fault, "message");
-                relay_error_json(req, 422, code, message, fault);
+                relay_error_object(req, 422, fault);
                 return false;
         }
         return true;
@@ -292,23 +287,12 @@ static int dryrun(relay_req *req)
                                           (json_int_t)(matched ? act.defer_ms : 0), "drop", matched && act.drop));
 }
 
-static int writer_route(relay_plugin *p, const char *method, const char *pattern, relay_handler fn)
-{
-        relay_route_opts o = {.size = sizeof(o),
-                              .method = method,
-                              .pattern = pattern,
-                              .handler = fn,
-                              .auth = RELAY_AUTH_TENANT,
-                              .role = "admin operator"};
-        return relay_route_ex(p, &o);
-}
-
 int policies_routes_register(relay_plugin *p)
 {
         if (relay_route(p, "GET", "/v1/policies", get_policies, RELAY_AUTH_TENANT) ||
-            writer_route(p, "POST", "/v1/policies", post_policy) ||
+            relay_route_role(p, "POST", "/v1/policies", post_policy, "admin operator") ||
             relay_route(p, "GET", "/v1/policies/:id", get_policy, RELAY_AUTH_TENANT) ||
-            writer_route(p, "DELETE", "/v1/policies/:id", delete_policy) ||
+            relay_route_role(p, "DELETE", "/v1/policies/:id", delete_policy, "admin operator") ||
             relay_route(p, "POST", "/v1/policies/:id/dryrun", dryrun, RELAY_AUTH_TENANT))
                 return RELAY_ERR;
         return RELAY_OK;

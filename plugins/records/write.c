@@ -41,12 +41,7 @@ static int answer(relay_req *req, int status, void *data)
         const char *code = json_string_value(json_object_get(body, "code"));
         if (code_status == 409 && code && strcmp(code, "idempotency_key_in_flight") == 0)
                 relay_set_header(req, "Retry-After", "1");
-        char code_s[64], message[256];
-        snprintf(code_s, sizeof(code_s), "%s", code ? code : "error");
-        snprintf(message, sizeof(message), "%s", json_string_value(json_object_get(body, "message")));
-        json_object_del(body, "code");
-        json_object_del(body, "message");
-        return relay_error_json(req, code_status, code_s, message, body);
+        return relay_error_object(req, code_status, body);
 }
 
 /* Queues C for this turn's group commit.  C's strings belong to the
@@ -111,23 +106,12 @@ static int delete_record(relay_req *req)
         return respond(req, &c);
 }
 
-/* Viewers read; admins and operators write. */
-static int writer_route(relay_plugin *p, const char *method, const char *pattern, relay_handler fn)
-{
-        relay_route_opts o = {.size = sizeof(o),
-                              .method = method,
-                              .pattern = pattern,
-                              .handler = fn,
-                              .auth = RELAY_AUTH_TENANT,
-                              .role = "admin operator"};
-        return relay_route_ex(p, &o);
-}
-
 int records_write_register(relay_plugin *p)
 {
-        if (writer_route(p, "POST", "/v1/records", post_record) ||
-            writer_route(p, "PATCH", "/v1/records/:id", patch_record) ||
-            writer_route(p, "DELETE", "/v1/records/:id", delete_record))
+        /* viewers read; admins and operators write */
+        if (relay_route_role(p, "POST", "/v1/records", post_record, "admin operator") ||
+            relay_route_role(p, "PATCH", "/v1/records/:id", patch_record, "admin operator") ||
+            relay_route_role(p, "DELETE", "/v1/records/:id", delete_record, "admin operator"))
                 return RELAY_ERR;
         return RELAY_OK;
 }

@@ -160,13 +160,4 @@ static int push(relay_req *req)
         return relay_reply_json(req, 200, json_pack("{s:o}", "results", answers));
 }
 
-int sync_push_register(relay_plugin *p)
-{
-        relay_route_opts o = {.size = sizeof(o),
-                              .method = "POST",
-                              .pattern = "/v1/sync/push",
-                              .handler = push,
-                              .auth = RELAY_AUTH_TENANT,
-                              .role = "admin operator"};
-        return relay_route_ex(p, &o);
-}
+int sync_push_register(relay_plugin *p) { return relay_route_role(p, "POST", "/v1/sync/push", push, "admin operator"); }

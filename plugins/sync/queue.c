@@ -103,13 +103,8 @@ static int post_retry(relay_req *req)
 
 int sync_queue_register(relay_plugin *p)
 {
-        relay_route_opts retry = {.size = sizeof(retry),
-                                  .method = "POST",
-                                  .pattern = "/v1/sync/retry/:job",
-                                  .handler = post_retry,
-                                  .auth = RELAY_AUTH_TENANT,
-                                  .role = "admin operator"};
-        if (relay_route(p, "GET", "/v1/sync/queue", get_queue, RELAY_AUTH_TENANT) || relay_route_ex(p, &retry))
+        if (relay_route(p, "GET", "/v1/sync/queue", get_queue, RELAY_AUTH_TENANT) ||
+            relay_route_role(p, "POST", "/v1/sync/retry/:job", post_retry, "admin operator"))
                 return RELAY_ERR;
         return RELAY_OK;
 }

@@ -178,20 +178,14 @@ static int post_accept(relay_req *req)
 
 int accounts_register(relay_plugin *p)
 {
-        relay_route_opts invite = {.size = sizeof(invite),
-                                   .method = "POST",
-                                   .pattern = "/v1/users/invite",
-                                   .handler = post_invite,
-                                   .auth = RELAY_AUTH_TENANT,
-                                   .role = "admin"};
         relay_route_opts accept_opts = {.size = sizeof(accept_opts),
                                         .method = "POST",
                                         .pattern = "/v1/users/invite/accept",
                                         .handler = post_accept,
                                         .auth = RELAY_AUTH_PUBLIC,
                                         .rate_class = "auth"};
-        if (relay_route(p, "GET", "/v1/users", get_users, RELAY_AUTH_TENANT) || relay_route_ex(p, &invite) ||
-            relay_route_ex(p, &accept_opts))
+        if (relay_route(p, "GET", "/v1/users", get_users, RELAY_AUTH_TENANT) ||
+            relay_route_role(p, "POST", "/v1/users/invite", post_invite, "admin") || relay_route_ex(p, &accept_opts))
                 return RELAY_ERR;
         return RELAY_OK;
 }

@@ -137,6 +137,10 @@ typedef struct relay_route_opts {
 } relay_route_opts;
 
 RELAY_API int relay_route_ex(relay_plugin *p, const relay_route_opts *opts);
+/* A tenant route for principals with one of ROLES ("admin operator"):
+ * relay_route_ex with only those set.  (ABI 1.1) */
+RELAY_API int relay_route_role(relay_plugin *p, const char *method, const char *pattern, relay_handler handler,
+                               const char *roles);
 
 /* ------------------------------------------------------------ authenticators */
 

@@ -50,6 +50,10 @@ RELAY_API int relay_error(relay_req *req, int status, const char *code, const ch
 /* The same with extra members merged into the error object (object style:
  * next to code and message; other styles: at top level).  Steals EXTRA. */
 RELAY_API int relay_error_json(relay_req *req, int status, const char *code, const char *message, json_t *extra);
+/* An error described by an object {"code","message", other members...}
+ * (stolen), as a service or a stored outcome hands it over: code and
+ * message as in relay_error, the rest as relay_error_json's extras.  (1.1) */
+RELAY_API int relay_error_object(relay_req *req, int status, json_t *error);
 /* A 422 validation failure.  ITEMS is an array of {"loc":[...],"msg","type"}
  * (stolen): the detail style answers it as is, the object style as
  * {"error":{"code":"validation_failed","message":<first msg>,"details":ITEMS}},
