@@ -102,6 +102,21 @@ static char *decode(arena *a, const char *s, size_t n, bool plus)
         return out;
 }
 
+/* Every name and value of the query decodes (no bad escape, no %00).
+ * Checked once here, so relay_query never reads a malformed value as an
+ * absent one: "?causal=%00" must not turn a guarded DELETE into an
+ * unconditional one. */
+static bool query_valid(relay_req *req)
+{
+        for (const char *p = req->query; p && *p;) {
+                const char *amp = strchr(p, '&'), *end = amp ? amp : p + strlen(p);
+                if (!decode(&req->mem, p, (size_t)(end - p), true))
+                        return false;
+                p = amp ? amp + 1 : NULL;
+        }
+        return true;
+}
+
 int req_parse_target(relay_req *req)
 {
         const char *t = req->target;
@@ -110,7 +125,7 @@ int req_parse_target(relay_req *req)
         const char *q = strchr(t, '?');
         size_t plen = q ? (size_t)(q - t) : strlen(t);
         req->query = q ? q + 1 : NULL;
-        if (!(req->path = decode(&req->mem, t, plen, false)))
+        if (!(req->path = decode(&req->mem, t, plen, false)) || !query_valid(req))
                 return -1;
         req->segments = arena_alloc(&req->mem, ROUTER_MAX_SEGMENTS * sizeof(char *));
         if (!req->segments)
