@@ -1,4 +1,5 @@
 /* util.c - ids, time and encodings for plugins (relay/util.h). */
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -33,31 +34,56 @@ static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
         return era * 146097 + (int64_t)doe - 719468;
 }
 
+/* N decimal digits at S (no sign, no space): their value, or -1. */
+static int digits(const char *s, int n)
+{
+        int v = 0;
+        for (int i = 0; i < n; i++) {
+                if (s[i] < '0' || s[i] > '9')
+                        return -1;
+                v = v * 10 + (s[i] - '0');
+        }
+        return v;
+}
+
+static bool leap(int y) { return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0; }
+
+static int days_in_month(int y, int m)
+{
+        static const int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+        return m == 2 && leap(y) ? 29 : days[m - 1];
+}
+
+/* RFC 3339 date-time: YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM), every
+ * field exactly its digits, the date a real one. */
 RELAY_API int relay_time_parse(const char *s, int64_t *ms)
 {
-        int y, mo, d, h, mi, sec, n = 0;
-        if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec, &n) != 6 || n != 19)
+        if (!s || strlen(s) < 20 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't') || s[13] != ':' ||
+            s[16] != ':')
                 return RELAY_ERR;
-        if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60)
+        int y = digits(s, 4), mo = digits(s + 5, 2), d = digits(s + 8, 2);
+        int h = digits(s + 11, 2), mi = digits(s + 14, 2), sec = digits(s + 17, 2);
+        if (y < 0 || mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo) || h < 0 || h > 23 || mi < 0 || mi > 59 ||
+            sec < 0 || sec > 60)
                 return RELAY_ERR;
         const char *p = s + 19;
         int frac = 0;
         if (*p == '.') {
-                int digits = 0;
-                for (p++; *p >= '0' && *p <= '9'; p++, digits++)
-                        if (digits < 3)
+                int n = 0;
+                for (p++; *p >= '0' && *p <= '9'; p++, n++)
+                        if (n < 3)
                                 frac = frac * 10 + (*p - '0');
-                if (!digits)
+                if (!n)
                         return RELAY_ERR;
-                for (; digits < 3; digits++)
+                for (; n < 3; n++)
                         frac *= 10;
         }
         int offset = 0;
         if (*p == 'Z' || *p == 'z') {
                 p++;
         } else if (*p == '+' || *p == '-') {
-                int oh, om;
-                if (sscanf(p + 1, "%2d:%2d", &oh, &om) != 2 || strlen(p) != 6)
+                int oh = digits(p + 1, 2), om = oh < 0 || p[3] != ':' ? -1 : digits(p + 4, 2);
+                if (oh < 0 || oh > 23 || om < 0 || om > 59)
                         return RELAY_ERR;
                 offset = (oh * 60 + om) * (*p == '+' ? 1 : -1);
                 p += 6;

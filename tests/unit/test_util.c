@@ -29,6 +29,16 @@ int main(void)
         ok(relay_time_parse("2026-13-01T00:00:00Z", &ms) != 0, "month 13 refused");
         ok(relay_time_parse("2026-11-22 06:01:31Z", &ms) != 0, "space instead of T refused");
         ok(relay_time_parse("2026-11-22T06:01:31", &ms) != 0, "missing zone refused");
+        ok(relay_time_parse("2024-02-29T00:00:00Z", &ms) == 0, "29 February of a leap year");
+        ok(relay_time_parse("2023-02-29T00:00:00Z", &ms) != 0, "29 February of a common year refused");
+        ok(relay_time_parse("2026-02-30T00:00:00Z", &ms) != 0, "30 February refused");
+        ok(relay_time_parse("2026-04-31T00:00:00Z", &ms) != 0, "31 April refused");
+        ok(relay_time_parse("+999-01-01T00:00:00Z", &ms) != 0, "a sign in the year refused");
+        ok(relay_time_parse("2024-+1-01T00:00:00Z", &ms) != 0, "a sign in the month refused");
+        ok(relay_time_parse("2024- 1-01T00:00:00Z", &ms) != 0, "a space in the month refused");
+        ok(relay_time_parse("2026-11-22T06:01:31+-1:00", &ms) != 0, "a signed offset hour refused");
+        ok(relay_time_parse("2026-11-22T06:01:31+01:60", &ms) != 0, "offset minutes over 59 refused");
+        ok(relay_time_parse("2026-11-22T06:01:31+0100", &ms) != 0, "offset without colon refused");
         is_str(relay_time_format(1795327291123LL, a, sizeof(a)), "2026-11-22T06:01:31.123Z", "format");
 
         char enc[RELAY_B64_LEN(5)];
