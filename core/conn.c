@@ -43,6 +43,9 @@ static void on_write(uv_write_t *wr, int status)
                 conn_close(c);
         } else if (c->write_queued == 0 && c->state == CONN_CLOSING && !c->out.len) {
                 close_now_or_linger(c);
+        } else if (c->write_blocked && c->write_queued < BACKPRESSURE_BYTES) {
+                c->write_blocked = false; /* it reads again: parse what it sent */
+                conn_request_done(c);
         } else if (!c->reading && !c->paused && c->write_queued < BACKPRESSURE_BYTES && c->state != CONN_CLOSING) {
                 start_reading(c);
         }
@@ -577,6 +580,29 @@ static int on_message_complete(llhttp_t *p)
                 c->state = CONN_CLOSING;
                 return HPE_PAUSED;
         }
+        /* Pipelined requests answered synchronously pile their answers up
+         * in one read; a client that does not read them must not make us
+         * build them all.  Past the backpressure mark, stop parsing until
+         * its socket drains (on_write resumes). */
+        if (c->out.len + c->write_queued >= BACKPRESSURE_BYTES) {
+                conn_flush(c);
+                if (!c->gone && c->write_queued >= BACKPRESSURE_BYTES) {
+                        c->paused = c->write_blocked = true;
+                        return HPE_PAUSED;
+                }
+        }
+        return 0;
+}
+
+/* A chunk that cannot fit in max_body_size is refused when announced, not
+ * read until body_timeout. */
+static int on_chunk_header(llhttp_t *p)
+{
+        relay_req *req = conn_of(p)->req;
+        if (p->content_length > settings_current()->max_body_size - req->body.len) {
+                req->error_status = 413;
+                return -1;
+        }
         return 0;
 }
 
@@ -595,6 +621,7 @@ static const llhttp_settings_t *parser_settings(void)
                 s.on_header_value_complete = on_value_complete;
                 s.on_headers_complete = on_headers_complete;
                 s.on_body = on_body;
+                s.on_chunk_header = on_chunk_header;
                 s.on_message_complete = on_message_complete;
                 ready = true;
         }

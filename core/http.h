@@ -41,7 +41,8 @@ struct conn {
         size_t write_queued; /* bytes in uv_write requests in flight */
         int refs;            /* the handle, plus one while async work runs */
         uint8_t state;
-        bool paused : 1; /* parser paused for an async reply */
+        bool paused : 1;        /* parser paused for an async reply */
+        bool write_blocked : 1; /* parser paused: the client is not reading its answers */
         bool reading : 1;
         bool close_after : 1; /* close once the current reply is out */
         bool gone : 1;        /* the peer went away or the handle is closing */

@@ -384,9 +384,6 @@ def test_sse_clients_that_never_read_are_cut_off(make_daemon):
     assert "stream_buffer is 262144" in line, line
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (core/conn.c, on_message_complete): pipelined requests to synchronous "
-                                       "handlers are all answered from one read, whatever output is already queued "
-                                       "for a client that does not read; memory grows by read size x answer size")
 def test_pipelining_client_that_never_reads(env):
     """A client pipelines 40 GET /v1/records (each answer about 1 MiB:
     five records of 200 KB) in one write of 5 KB and never reads: the
