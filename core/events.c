@@ -170,6 +170,11 @@ static bool deliver_batch(relay_db *db, subscription *s, uint64_t now)
                            "ii", s->cursor, batch) != RELAY_DB_OK)
                 return false;
         int64_t start = s->cursor;
+        /* One transaction for the batch: what the subscriber writes for each
+         * event (in a savepoint of its own) and the new position commit
+         * together, so a crash cannot replay an event whose effects are
+         * stored, and a batch costs one commit, not one per event. */
+        bool tx = relay_db_rows(r) > 0 && relay_db_begin(db) == RELAY_DB_OK;
         while (relay_db_next(r)) {
                 const char *type = relay_db_text(r, 3);
                 if (relay_event_matches(s->pattern, type)) {
@@ -181,8 +186,13 @@ static bool deliver_batch(relay_db *db, subscription *s, uint64_t now)
                                           .type = type,
                                           .payload = payload,
                                           .created_ms = relay_db_int(r, 5)};
+                        bool sp = tx && relay_db_begin(db) == RELAY_DB_OK;
                         int ok = s->fn(s->plugin, &ev, s->data);
                         json_decref(payload);
+                        if (sp)
+                                ok = ok == RELAY_OK && relay_db_commit(db) == RELAY_DB_OK
+                                             ? RELAY_OK
+                                             : (relay_db_rollback(db), RELAY_ERR);
                         if (ok != RELAY_OK) {
                                 s->retry_at = now + conf_get_duration_ms(set->cfg, "events", "retry_delay");
                                 break;
@@ -192,8 +202,17 @@ static bool deliver_batch(relay_db *db, subscription *s, uint64_t now)
         }
         bool full = (int64_t)relay_db_rows(r) == batch && s->retry_at <= now;
         relay_db_free(r);
-        if (s->cursor != start && save_cursor(db, s) != RELAY_DB_OK)
+        int rc = s->cursor != start ? save_cursor(db, s) : RELAY_DB_OK;
+        if (tx && relay_db_in_transaction(db))
+                rc = rc == RELAY_DB_OK ? relay_db_commit(db) : (relay_db_rollback(db), rc);
+        if (rc != RELAY_DB_OK) {
                 log_warn("events: cannot store the position of %s: %s", s->name, relay_db_errmsg(db));
+                if (tx) { /* nothing of the batch was kept: deliver it again */
+                        s->cursor = start;
+                        s->retry_at = now + conf_get_duration_ms(set->cfg, "events", "retry_delay");
+                        return false;
+                }
+        }
         return full;
 }
 

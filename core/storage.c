@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <ltdl.h>
 #include "daemon.h"
@@ -201,6 +202,20 @@ static void writer_leave(relay_db *db)
         pthread_mutex_unlock(&sqlite_writer);
 }
 
+/* Does SQL change data (its first word: INSERT, UPDATE, DELETE, REPLACE,
+ * or WITH, which may lead to one)?  Enough to queue lone writes on the
+ * SQLite writer mutex; a wrong "no" only costs a busy wait, as before. */
+static bool writes(const char *sql)
+{
+        static const char *const verbs[] = {"INSERT", "UPDATE", "DELETE", "REPLACE", "WITH", NULL};
+        while (*sql == ' ' || *sql == '\n' || *sql == '\t')
+                sql++;
+        for (int i = 0; verbs[i]; i++)
+                if (strncasecmp(sql, verbs[i], strlen(verbs[i])) == 0)
+                        return true;
+        return false;
+}
+
 /* The connection was lost (or never made): no new attempt before the
  * backoff has passed, so a dead database costs nothing per request. */
 static int mark_down(relay_db *db)
@@ -321,8 +336,14 @@ RELAY_API int relay_db_vquery(relay_db *db, relay_db_result **out, const char *s
         params ps;
         ps.n = ps.n_owned = 0;
         int rc = bind_params(db, &ps, types, ap);
+        /* a write outside a transaction queues for SQLite like a BEGIN does */
+        bool lone_write = rc == RELAY_DB_OK && db->depth == 0 && writes(sql);
+        if (lone_write)
+                writer_enter(db);
         if (rc == RELAY_DB_OK)
                 rc = run(db, out, sql, ps.p, ps.n);
+        if (lone_write)
+                writer_leave(db);
         for (size_t i = 0; i < ps.n_owned; i++)
                 free(ps.owned[i]);
         return rc;
