@@ -236,14 +236,33 @@ RELAY_API void relay_job_done(relay_job *job, int ok, const char *error, int64_t
         jobs_kick();
 }
 
-/* Jobs whose lease ran out with no attempts left go to the dead letters. */
-static void bury_expired(relay_db *db, int64_t now)
+/* Jobs whose lease ran out (their daemon died or hung) go back to the
+ * queue, or to the dead letters with no attempts left.  Separate from the
+ * claim, and on the (state, lease_until) index, so a poll costs the same
+ * however many finished jobs the table holds. */
+static void reclaim_expired(relay_db *db, int64_t now)
 {
         relay_db_exec(db, NULL,
                       "UPDATE relay_jobs SET state = 'dead', lease_until = NULL, updated_at = ?, "
                       "last_error = COALESCE(last_error, 'lease expired') "
                       "WHERE state = 'running' AND lease_until < ? AND attempts >= max_attempts",
                       "ii", now, now);
+        relay_db_exec(db, NULL,
+                      "UPDATE relay_jobs SET state = 'queued', lease_until = NULL, run_at = ?, updated_at = ?, "
+                      "last_error = COALESCE(last_error, 'lease expired') "
+                      "WHERE state = 'running' AND lease_until < ?",
+                      "iii", now, now, now);
+}
+
+/* Finished jobs are kept [jobs] keep_done for the queue listings. */
+static void purge_done(relay_db *db, int64_t now)
+{
+        static int64_t last;
+        if (now - last < 60000)
+                return;
+        last = now;
+        relay_db_exec(db, NULL, "DELETE FROM relay_jobs WHERE state = 'done' AND updated_at < ?", "i",
+                      now - (int64_t)conf_ms("keep_done"));
 }
 
 static void claim(relay_db *db, handler *h, int64_t now)
@@ -254,13 +273,12 @@ static void claim(relay_db *db, handler *h, int64_t now)
         char sql[1024];
         snprintf(sql, sizeof(sql),
                  "UPDATE relay_jobs SET state = 'running', attempts = attempts + 1, lease_until = ?, locked_by = ?, "
-                 "updated_at = ? WHERE id IN (SELECT id FROM relay_jobs WHERE kind = ? AND attempts < max_attempts "
-                 "AND ((state = 'queued' AND run_at <= ?) OR (state = 'running' AND lease_until < ?)) "
-                 "ORDER BY run_at LIMIT ?%s) "
+                 "updated_at = ? WHERE id IN (SELECT id FROM relay_jobs WHERE kind = ? AND state = 'queued' "
+                 "AND run_at <= ? AND attempts < max_attempts ORDER BY run_at LIMIT ?%s) "
                  "RETURNING id, tenant, kind, target, payload, attempts, max_attempts",
                  strcmp(relay_db_dialect(db), "pgsql") == 0 ? " FOR UPDATE SKIP LOCKED" : "");
         relay_db_result *r;
-        if (relay_db_query(db, &r, sql, "isisiii", now + (int64_t)conf_ms("lease"), daemon_id, now, h->kind, now, now,
+        if (relay_db_query(db, &r, sql, "isisii", now + (int64_t)conf_ms("lease"), daemon_id, now, h->kind, now,
                            (int64_t)want) != RELAY_DB_OK) {
                 if (!claim_failing)
                         log_warn("jobs: claim failed (will keep trying quietly): %s", relay_db_errmsg(db));
@@ -327,7 +345,8 @@ static void poll_jobs(void)
         relay_db *db = storage_control_db();
         int64_t now = relay_now_ms();
         renew_claims(db, now);
-        bury_expired(db, now);
+        reclaim_expired(db, now);
+        purge_done(db, now);
         for (handler *h = handlers; h; h = h->next)
                 claim(db, h, now);
 }

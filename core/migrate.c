@@ -46,6 +46,8 @@ static const relay_migration core_migrations[] = {
          NULL, NULL},
         /* relay_job_pending: a record's outbound jobs, by target. */
         {4, "CREATE INDEX relay_jobs_target ON relay_jobs (tenant, target, state);", NULL, NULL},
+        /* expired leases, found without scanning finished jobs */
+        {5, "CREATE INDEX relay_jobs_lease ON relay_jobs (state, lease_until);", NULL, NULL},
         {0, NULL, NULL, NULL}};
 
 static int add_owner(relay_plugin *p, const relay_migration *list)

@@ -64,6 +64,7 @@ static const conf_key_def storage_keys[] = {
         {"jobs", "backoff_base", RELAY_CONF_DURATION, "1s", NULL, "first retry delay (doubles, with jitter)"},
         {"jobs", "backoff_max", RELAY_CONF_DURATION, "1h", NULL, "longest retry delay"},
         {"jobs", "timeout", RELAY_CONF_DURATION, "1h", NULL, "a job running longer is given up and retried"},
+        {"jobs", "keep_done", RELAY_CONF_DURATION, "7d", NULL, "finished jobs are deleted after this"},
 };
 
 int storage_declare(conf *c, const char *driver_dir)
@@ -223,7 +224,7 @@ static int mark_down(relay_db *db)
         db->down = true;
         db->depth = 0;
         writer_leave(db);
-        db->emitted = db->enqueued = false;
+        db->emitted = db->enqueued = db->outbox_locked = false;
         db->backoff_ms = db->backoff_ms ? db->backoff_ms * 2 : BACKOFF_START_MS;
         if (db->backoff_ms > BACKOFF_MAX_MS)
                 db->backoff_ms = BACKOFF_MAX_MS;
@@ -403,7 +404,7 @@ RELAY_API int relay_db_begin(relay_db *db)
                 writer_leave(db);
         if (rc == RELAY_DB_OK) {
                 if (db->depth == 0)
-                        db->emitted = db->enqueued = false;
+                        db->emitted = db->enqueued = db->outbox_locked = false;
                 db->depth++;
         }
         return rc;
@@ -415,7 +416,7 @@ static void after_commit(relay_db *db)
                 events_kick();
         if (db->enqueued)
                 jobs_kick();
-        db->emitted = db->enqueued = false;
+        db->emitted = db->enqueued = db->outbox_locked = false;
 }
 
 RELAY_API int relay_db_commit(relay_db *db)
@@ -444,7 +445,7 @@ RELAY_API int relay_db_commit(relay_db *db)
                 run(db, NULL, "ROLLBACK", NULL, 0);
                 memcpy(db->err, keep, sizeof(keep));
                 db->depth = 0;
-                db->emitted = db->enqueued = false;
+                db->emitted = db->enqueued = db->outbox_locked = false;
                 writer_leave(db);
         }
         return rc;
@@ -457,10 +458,11 @@ RELAY_API int relay_db_rollback(relay_db *db)
         int rc;
         if (db->depth == 1) {
                 rc = run(db, NULL, "ROLLBACK", NULL, 0);
-                db->emitted = db->enqueued = false;
+                db->emitted = db->enqueued = db->outbox_locked = false;
         } else {
                 char sql[96];
                 snprintf(sql, sizeof(sql), "ROLLBACK TO SAVEPOINT relay_sp%d", db->depth - 1);
+                db->outbox_locked = false; /* it may have been taken, and released, in there */
                 rc = run(db, NULL, sql, NULL, 0);
                 snprintf(sql, sizeof(sql), "RELEASE SAVEPOINT relay_sp%d", db->depth - 1);
                 if (rc == RELAY_DB_OK)
