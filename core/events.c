@@ -50,6 +50,17 @@ RELAY_API int relay_event_matches(const char *pattern, const char *type)
         return strcmp(pattern, type) == 0;
 }
 
+/* The ordering lock, once per transaction (a round trip saved for every
+ * further event or record of a group).  PostgreSQL only. */
+static int outbox_lock(relay_db *db)
+{
+        if (db->outbox_locked || strcmp(relay_db_dialect(db), "pgsql") != 0)
+                return RELAY_DB_OK;
+        int rc = relay_db_exec(db, NULL, "SELECT pg_advisory_xact_lock(" OUTBOX_LOCK ")", "");
+        db->outbox_locked = rc == RELAY_DB_OK;
+        return rc;
+}
+
 RELAY_API int relay_event_emit_ex(relay_db *db, const char *tenant, const char *type, json_t *payload, char *id_out,
                                   int64_t *seq_out)
 {
@@ -63,8 +74,8 @@ RELAY_API int relay_event_emit_ex(relay_db *db, const char *tenant, const char *
                 payload = json_object();
         bool own = !relay_db_in_transaction(db);
         int rc = own ? relay_db_begin(db) : RELAY_DB_OK;
-        if (rc == RELAY_DB_OK && strcmp(relay_db_dialect(db), "pgsql") == 0)
-                rc = relay_db_exec(db, NULL, "SELECT pg_advisory_xact_lock(" OUTBOX_LOCK ")", "");
+        if (rc == RELAY_DB_OK)
+                rc = outbox_lock(db);
         relay_db_result *r = NULL;
         if (rc == RELAY_DB_OK)
                 rc = relay_db_query(db, &r,
@@ -89,9 +100,7 @@ RELAY_API int relay_event_order_lock(relay_db *db)
 {
         if (!relay_db_in_transaction(db))
                 return RELAY_DB_ERROR;
-        if (strcmp(relay_db_dialect(db), "pgsql") != 0)
-                return RELAY_DB_OK;
-        return relay_db_exec(db, NULL, "SELECT pg_advisory_xact_lock(" OUTBOX_LOCK ")", "");
+        return outbox_lock(db);
 }
 
 RELAY_API int relay_event_emit(relay_db *db, const char *tenant, const char *type, json_t *payload, char *id_out)

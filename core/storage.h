@@ -11,6 +11,7 @@ struct relay_db {
         relay_driver_conn *conn; /* NULL until first use, or after a failed open */
         int depth;               /* transaction nesting: 0 none, 1 top, >1 savepoints */
         bool emitted, enqueued;  /* the open transaction wrote events / jobs */
+        bool outbox_locked;      /* it holds the outbox's ordering lock (events.c) */
         bool down;               /* the connection was lost; reconnect after down_until */
         bool writer_held;        /* holds the process's SQLite writer mutex (storage.c) */
         uint64_t down_until_ms, backoff_ms;

@@ -67,7 +67,8 @@ static relay_driver_conn *conn_open(const relay_driver_config *cfg, char *err, s
         sqlite3_busy_timeout(c->db, (int)cfg->busy_timeout_ms);
         char pragmas[256];
         snprintf(pragmas, sizeof(pragmas),
-                 "PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA synchronous = %s;",
+                 "PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA synchronous = %s;"
+                 " PRAGMA temp_store = MEMORY;",
                  cfg->synchronous && *cfg->synchronous ? cfg->synchronous : "NORMAL");
         char *msg = NULL;
         /* Switching to WAL needs a moment of exclusive access and does not
