@@ -102,37 +102,40 @@ static void unquote(const char *key, char *out)
         out[n] = '\0';
 }
 
-/* Other daemons on the same PostgreSQL: a lock on the key's hash, in a
- * range the core's own advisory locks (727001...) never use. */
-static int lock_across_daemons(relay_db *db, const char *name, bool *got)
+/* Reads the stored outcome of the key into IDEM (REPLAY or MISMATCH), or
+ * leaves it NEW.  On PostgreSQL the same round trip takes a lock on the
+ * key's hash for other daemons (in a range the core's own advisory locks,
+ * 727001..., never use); *GOT is false when another transaction holds it.
+ * Should that other one commit between this statement's snapshot and its
+ * lock, the key's row is missed and the later insert of the outcome meets
+ * the primary key: the change is rolled back and answered 409, never
+ * applied twice. */
+static int lookup(relay_db *db, const char *tenant, const char *scope, const char *key, relay_idem *idem, bool *got)
 {
+        relay_db_result *r;
+        bool pg = strcmp(relay_db_dialect(db), "pgsql") == 0;
+        int64_t lock = (int64_t)((hash_string(idem->name) >> 2) | (1ULL << 62));
+        int rc = pg ? relay_db_query(db, &r,
+                                     "SELECT i.fingerprint, i.status, i.body, pg_try_advisory_xact_lock(?)"
+                                     " FROM (SELECT 1 AS one) AS x LEFT JOIN relay_idempotency i ON i.tenant = ?"
+                                     " AND i.scope = ? AND i.key = ? AND i.expires_ms > ?",
+                                     "isssi", lock, tenant, scope, key, relay_now_ms())
+                    : relay_db_query(db, &r,
+                                     "SELECT fingerprint, status, body FROM relay_idempotency"
+                                     " WHERE tenant = ? AND scope = ? AND key = ? AND expires_ms > ?",
+                                     "sssi", tenant, scope, key, relay_now_ms());
         *got = true;
-        if (strcmp(relay_db_dialect(db), "pgsql") != 0)
-                return RELAY_DB_OK;
-        int64_t lock = (int64_t)((hash_string(name) >> 2) | (1ULL << 62));
-        relay_db_result *r;
-        int rc = relay_db_query(db, &r, "SELECT pg_try_advisory_xact_lock(?)", "i", lock);
-        if (rc == RELAY_DB_OK)
-                *got = relay_db_next(r) && (relay_db_int(r, 0) == 1 || strcmp(relay_db_text(r, 0), "t") == 0);
-        relay_db_free(r);
-        return rc;
-}
-
-/* Reads a stored outcome into IDEM (REPLAY or MISMATCH), or leaves NEW. */
-static int load_outcome(relay_db *db, const char *tenant, const char *scope, const char *key, relay_idem *idem)
-{
-        relay_db_result *r;
-        int rc = relay_db_query(db, &r,
-                                "SELECT fingerprint, status, body FROM relay_idempotency"
-                                " WHERE tenant = ? AND scope = ? AND key = ? AND expires_ms > ?",
-                                "sssi", tenant, scope, key, relay_now_ms());
         if (rc == RELAY_DB_OK && relay_db_next(r)) {
+                if (pg)
+                        *got = relay_db_int(r, 3) == 1 || strcmp(relay_db_text(r, 3), "t") == 0;
                 const char *fp = relay_db_text(r, 0);
-                bool same =
-                        strlen(fp) == strlen(idem->fingerprint) && relay_equal_ct(fp, idem->fingerprint, strlen(fp));
-                idem->state = same ? RELAY_IDEM_REPLAY : RELAY_IDEM_MISMATCH;
-                idem->status = (int)relay_db_int(r, 1);
-                idem->body = relay_db_json(r, 2);
+                if (fp && *got) {
+                        bool same = strlen(fp) == strlen(idem->fingerprint) &&
+                                    relay_equal_ct(fp, idem->fingerprint, strlen(fp));
+                        idem->state = same ? RELAY_IDEM_REPLAY : RELAY_IDEM_MISMATCH;
+                        idem->status = (int)relay_db_int(r, 1);
+                        idem->body = relay_db_json(r, 2);
+                }
         }
         relay_db_free(r);
         return rc;
@@ -157,14 +160,10 @@ RELAY_API int relay_idem_begin(relay_db *db, const char *tenant, const char *sco
         *out = idem;
         idem->held = flight_take(idem->name);
         bool got = false;
-        int rc = idem->held ? lock_across_daemons(db, idem->name, &got) : RELAY_DB_OK;
-        if (rc != RELAY_DB_OK)
-                return rc;
-        if (!idem->held || !got) {
+        int rc = idem->held ? lookup(db, tenant, scope, plain, idem, &got) : RELAY_DB_OK;
+        if (rc == RELAY_DB_OK && (!idem->held || !got))
                 idem->state = RELAY_IDEM_IN_FLIGHT;
-                return RELAY_DB_OK;
-        }
-        return load_outcome(db, tenant, scope, plain, idem);
+        return rc;
 }
 
 RELAY_API relay_idem_state relay_idem_state_of(const relay_idem *idem) { return idem->state; }
@@ -179,15 +178,20 @@ RELAY_API int relay_idem_store(relay_db *db, relay_idem *idem, int status, const
         char t[256], s[128];
         snprintf(t, sizeof(t), "%.*s", (int)(scope - tenant), tenant);
         snprintf(s, sizeof(s), "%.*s", (int)(key - scope - 1), scope + 1);
-        int64_t now = relay_now_ms();
-        /* An expired row for the key may still be there: take its place. */
-        return relay_db_exec(db, NULL,
-                             "INSERT INTO relay_idempotency (tenant, scope, key, fingerprint, status, body, created_ms,"
-                             " expires_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, scope, key) DO UPDATE"
-                             " SET fingerprint = excluded.fingerprint, status = excluded.status, body = excluded.body,"
-                             " created_ms = excluded.created_ms, expires_ms = excluded.expires_ms",
-                             "ssssijii", t, s, key + 1, idem->fingerprint, (int64_t)status, body, now,
-                             now + (ttl_ms > 0 ? ttl_ms : 86400000));
+        int64_t now = relay_now_ms(), changes = 0;
+        /* An expired row for the key may still be there: take its place.  A
+         * live one means another request with the key got there first: the
+         * caller rolls its change back (409), it is not applied twice. */
+        int rc = relay_db_exec(
+                db, &changes,
+                "INSERT INTO relay_idempotency (tenant, scope, key, fingerprint, status, body, created_ms,"
+                " expires_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, scope, key) DO UPDATE"
+                " SET fingerprint = excluded.fingerprint, status = excluded.status, body = excluded.body,"
+                " created_ms = excluded.created_ms, expires_ms = excluded.expires_ms"
+                " WHERE relay_idempotency.expires_ms <= ?",
+                "ssssijiii", t, s, key + 1, idem->fingerprint, (int64_t)status, body, now,
+                now + (ttl_ms > 0 ? ttl_ms : 86400000), now);
+        return rc == RELAY_DB_OK && changes == 0 ? RELAY_DB_CONSTRAINT : rc;
 }
 
 RELAY_API void relay_idem_release(relay_idem *idem)

@@ -1,9 +1,10 @@
 /* apply.c - every change to a record goes through here: the routes
  * (POST, PATCH, DELETE) and the sync plugin's batch push alike.
  *
- * One change is one savepoint inside the caller's transaction: the row,
- * its outbox event and, with an Idempotency-Key, the stored answer commit
- * together or not at all.  The record's change_seq is its event's
+ * The caller runs each change in a savepoint of its own (the group commit
+ * does, the batch push does): the row, its outbox event and, with an
+ * Idempotency-Key, the stored answer commit together or not at all, and a
+ * failed change is rolled back alone.  The record's change_seq is its event's
  * sequence number, which follows commit order (relay_event_emit_ex), so
  * the change feed never skips a change that commits late.  Optimistic
  * concurrency: an update names the causal token it saw, and the UPDATE
@@ -274,34 +275,39 @@ static bool first_use(relay_db *db, const char *tenant, const records_change *c,
         }
 }
 
+/* A create naming an id that exists: 409 with that record.  Writers are
+ * serialised by the outbox lock, so nobody takes the id between this
+ * look and the insert. */
+static int id_taken(relay_db *db, const char *tenant, const records_change *c, records_result *out, bool *taken)
+{
+        json_t *current = NULL;
+        const char *id = str(c->fields, "id");
+        *taken = false;
+        int rc = id ? load(db, tenant, id, &current) : RELAY_DB_OK;
+        if (current) {
+                *taken = true;
+                fail(out, 409, "record.exists", "a record with this id exists", json_pack("{s:o}", "current", current));
+        }
+        return rc;
+}
+
 int records_apply(relay_db *db, const char *tenant, const records_change *c, records_result *out)
 {
         memset(out, 0, sizeof(*out));
         int rc = RELAY_DB_OK;
         if (!well_formed(c, out) || !first_use(db, tenant, c, out, &rc))
                 return rc == RELAY_DB_OK ? RELAY_DB_OK : (out->outcome = RECORDS_FAILED, rc);
-        if ((rc = relay_db_begin(db)) != RELAY_DB_OK)
-                return out->outcome = RECORDS_FAILED, rc;
         /* Writers of records queue here first, before reading what they
          * will change, so the read stays current until commit. */
+        bool taken = false;
         rc = relay_event_order_lock(db);
-        if (rc == RELAY_DB_OK)
+        if (rc == RELAY_DB_OK && c->op == RECORDS_CREATE)
+                rc = id_taken(db, tenant, c, out, &taken);
+        if (rc == RELAY_DB_OK && !taken)
                 rc = c->op == RECORDS_CREATE ? insert(db, tenant, c, out) : update(db, tenant, c, out);
-        if (rc == RELAY_DB_CONSTRAINT && c->op == RECORDS_CREATE) {
-                relay_db_rollback(db);
-                json_t *current = NULL;
-                rc = load(db, tenant, str(c->fields, "id"), &current);
-                fail(out, 409, "record.exists", "a record with this id exists",
-                     current ? json_pack("{s:o}", "current", current) : NULL);
-                return rc == RELAY_DB_OK ? RELAY_DB_OK : (out->outcome = RECORDS_FAILED, rc);
-        }
         if (rc == RELAY_DB_OK && out->idem && out->outcome == RECORDS_APPLIED)
                 rc = relay_idem_store(db, out->idem, out->status, out->body,
                                       (int64_t)relay_conf_duration_ms(records_self, "idempotency_ttl"));
-        if (rc == RELAY_DB_OK)
-                rc = relay_db_commit(db);
-        else
-                relay_db_rollback(db);
         if (rc != RELAY_DB_OK)
                 out->outcome = RECORDS_FAILED;
         return rc;

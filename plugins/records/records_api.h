@@ -48,9 +48,10 @@ typedef struct records_change_row {
 
 typedef struct records_api {
         uint32_t size; /* sizeof(records_api) */
-        /* Applies C for TENANT in DB's open transaction (a savepoint inside
-         * it).  Returns a relay_db_status; OUT says what happened.  Release
-         * OUT with result_clear() after the transaction ends. */
+        /* Applies C for TENANT in DB's open transaction; run it in a
+         * savepoint of its own and roll that back when it fails.  Returns a
+         * relay_db_status; OUT says what happened.  Release OUT with
+         * result_clear() after the transaction ends. */
         int (*apply)(relay_db *db, const char *tenant, const records_change *c, records_result *out);
         void (*result_clear)(records_result *r);
         /* Up to LIMIT rows after AFTER_SEQ into ROWS (caller's array); *N

@@ -145,7 +145,11 @@ static int push(relay_req *req)
                         json_array_append_new(answers, bad);
                         continue;
                 }
-                rc = sync_records->apply(db, who->tenant, &c, &res[i]);
+                rc = relay_db_begin(db); /* a savepoint per item */
+                if (rc == RELAY_DB_OK) {
+                        rc = sync_records->apply(db, who->tenant, &c, &res[i]);
+                        rc = rc == RELAY_DB_OK ? relay_db_commit(db) : (relay_db_rollback(db), rc);
+                }
                 if (rc == RELAY_DB_OK)
                         json_array_append_new(answers, answer((long)i, &res[i]));
         }
