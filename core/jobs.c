@@ -288,11 +288,6 @@ static void claim(relay_db *db, handler *h, int64_t now)
         if (claim_failing)
                 log_info("jobs: claims work again");
         claim_failing = false;
-        /* The handlers of one claim run in one transaction, each in a
-         * savepoint: what they write and the completions they report at
-         * once commit together, one commit for the batch instead of two
-         * per job.  (A handler that finishes later completes on its own.) */
-        bool tx = relay_db_rows(r) > 1 && relay_db_begin(db) == RELAY_DB_OK;
         while (relay_db_next(r)) {
                 relay_job *job = calloc(1, sizeof(*job));
                 if (!job)
@@ -311,15 +306,9 @@ static void claim(relay_db *db, handler *h, int64_t now)
                 job->started_ms = job->renewed_ms = now;
                 list_link(&claims, job);
                 h->running++;
-                bool sp = tx && relay_db_begin(db) == RELAY_DB_OK;
                 h->fn(h->plugin, job, h->data);
-                if (sp && relay_db_commit(db) != RELAY_DB_OK)
-                        relay_db_rollback(db); /* its lease brings the job back */
         }
         relay_db_free(r);
-        if (tx && relay_db_in_transaction(db) && relay_db_commit(db) != RELAY_DB_OK)
-                log_warn("jobs: a batch of completions was lost (%s); their leases bring them back",
-                         relay_db_errmsg(db));
 }
 
 /* Running claims keep their lease; one that outlived [jobs] timeout is
