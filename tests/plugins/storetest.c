@@ -196,7 +196,9 @@ static int post_jobs(relay_req *req)
         json_t *b = relay_json_body(req);
         if (!b)
                 return RELAY_OK;
-        int n = (int)json_integer_value(json_object_get(b, "n"));
+        json_int_t n = json_integer_value(json_object_get(b, "n"));
+        if (n > 1000)
+                return relay_error(req, 400, "too_many", "n is at most 1000");
         relay_job_spec spec = {.size = sizeof(spec),
                                .tenant = tenant(req),
                                .kind = "st.work",
