@@ -19,7 +19,7 @@ FUZZ_TARGETS = tests/fuzz/fuzz_http tests/fuzz/fuzz_json_routes tests/fuzz/fuzz_
 # The HTTP targets load these besides the product plugins (BUILT_PLUGINS).
 FUZZ_TEST_PLUGINS = echo consumer styles storetest
 
-EXTRA_DIST += tests/fuzz/run
+EXTRA_DIST += tests/fuzz/run tests/fuzz/http.dict tests/fuzz/json.dict tests/fuzz/config.dict tests/fuzz/corpus
 
 if FUZZING
 noinst_PROGRAMS += $(FUZZ_TARGETS)
