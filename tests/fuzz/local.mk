@@ -12,14 +12,16 @@ FUZZ_TARGETS = tests/fuzz/fuzz_http tests/fuzz/fuzz_json_routes tests/fuzz/fuzz_
 #   tests_fuzz_fuzz_policy_expr_CFLAGS = $(FUZZ_CF)
 #   tests_fuzz_fuzz_policy_expr_LDFLAGS = $(FUZZ_LINK)
 #   tests_fuzz_fuzz_policy_expr_LDADD = $(FUZZ_LIBS)
-# (inside the `if FUZZING` block), and create its seed folder
-# tests/fuzz/corpus/fuzz_policy_expr/.  tests/fuzz/run picks up every
-# target in FUZZ_TARGETS.
+# (inside the `if FUZZING` block); fuzz_policy_expr.c may then leave
+# EXTRA_DIST below (its _SOURCES distribute it).
+# Its seeds are in tests/fuzz/corpus/fuzz_policy_expr/; `make fuzz-run` and
+# CI pick up every target in FUZZ_TARGETS.
 
 # The HTTP targets load these besides the product plugins (BUILT_PLUGINS).
 FUZZ_TEST_PLUGINS = echo consumer styles storetest
 
-EXTRA_DIST += tests/fuzz/run tests/fuzz/http.dict tests/fuzz/json.dict tests/fuzz/config.dict tests/fuzz/corpus
+EXTRA_DIST += tests/fuzz/run tests/fuzz/http.dict tests/fuzz/json.dict tests/fuzz/config.dict tests/fuzz/corpus \
+	tests/fuzz/fuzz_policy_expr.c tests/fuzz/policy_expr.dict
 
 if FUZZING
 noinst_PROGRAMS += $(FUZZ_TARGETS)
