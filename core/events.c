@@ -58,6 +58,8 @@ RELAY_API int relay_event_emit(relay_db *db, const char *tenant, const char *typ
                 json_decref(payload);
                 return RELAY_DB_ERROR;
         }
+        if (!payload)
+                payload = json_object(); /* subscribers always get an object */
         bool own = !relay_db_in_transaction(db);
         int rc = own ? relay_db_begin(db) : RELAY_DB_OK;
         if (rc == RELAY_DB_OK && strcmp(relay_db_dialect(db), "pgsql") == 0)
@@ -66,7 +68,7 @@ RELAY_API int relay_event_emit(relay_db *db, const char *tenant, const char *typ
                 rc = relay_db_exec(
                         db, NULL,
                         "INSERT INTO relay_events (id, tenant, type, payload, created_ms) VALUES (?, ?, ?, ?, ?)",
-                        "sssji", id, tenant, type, payload ? payload : json_object(), relay_now_ms());
+                        "sssji", id, tenant, type, payload, relay_now_ms());
         json_decref(payload);
         if (rc == RELAY_DB_OK)
                 db->emitted = true;

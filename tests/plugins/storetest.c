@@ -75,8 +75,10 @@ static int post_tx(relay_req *req)
         int rc = relay_db_begin(db);
         if (rc == RELAY_DB_OK)
                 rc = relay_db_exec(db, NULL, "INSERT INTO st_kv (k, tenant, i) VALUES (?, ?, 1)", "ss", k, tenant(req));
-        if (rc == RELAY_DB_OK && type)
-                rc = relay_event_emit(db, tenant(req), type, json_pack("{s:s}", "k", k), event_id);
+        if (rc == RELAY_DB_OK && type) /* "bare": an event without a payload */
+                rc = relay_event_emit(db, tenant(req), type,
+                                      json_is_true(json_object_get(b, "bare")) ? NULL : json_pack("{s:s}", "k", k),
+                                      event_id);
         if (rc == RELAY_DB_OK && json_is_true(json_object_get(b, "nested"))) {
                 /* a savepoint that rolls back alone */
                 snprintf(inner, sizeof(inner), "%s-inner", k);
