@@ -5,10 +5,11 @@
  *
  * Input: one byte of options, then the bytes the client sends.
  *
- *   byte 0, low three bits (so '0'..'7' in a text file):
+ *   byte 0, low four bits (so '0'..'9' in a text file):
  *     1  every timeout expires once everything is sent (408, idle close)
  *     2  a graceful shutdown begins once everything is sent (SIGTERM)
  *     4  the client closes without reading the replies
+ *     8  the connection arrives while the worker drains (503)
  *   the rest: sent in one read, or in several: "|~|" marks where one read
  *   ends and the next begins (it is not sent).  "@APIKEY@" and "@TOKEN@"
  *   are replaced by a live admin API key and a bearer token for it.
@@ -39,7 +40,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
         if (size < 1)
                 return 0;
-        int opts = data[0] & 7;
+        int opts = data[0] & 15;
         fuzz_expand(data + 1, size - 1, &input);
         const char *chunks[MAX_CHUNKS];
         size_t lens[MAX_CHUNKS], n = 0;
@@ -54,7 +55,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         chunks[n] = p, lens[n++] = (size_t)(end - p);
         fuzz_exchange(chunks, lens, n, opts, &reply);
         if (reply.len && (reply.len < 9 || memcmp(reply.data, "HTTP/1.1 ", 9) != 0)) {
-                fprintf(stderr, "fuzz_http: the server wrote something other than a response: %.*s\n",
+                fprintf(stderr, "fuzz check failed: the server wrote something other than a response: %.*s\n",
                         (int)(reply.len < 200 ? reply.len : 200), reply.data);
                 abort();
         }

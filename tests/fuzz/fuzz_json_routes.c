@@ -101,7 +101,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fuzz_exchange(&chunk, &request.len, 1, 0, &reply);
         int status = fuzz_status(&reply);
         if (!status || (b->product && status >= 500)) {
-                fprintf(stderr, "fuzz_json_routes: %s %s answered %d:\n%.*s\n", b->rt->method, b->path, status,
+                fprintf(stderr, "fuzz check failed: %s %s answered %d:\n%.*s\n", b->rt->method, b->path, status,
                         (int)(reply.len < 2000 ? reply.len : 2000), reply.data ? reply.data : "");
                 abort();
         }

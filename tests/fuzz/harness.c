@@ -17,6 +17,7 @@
 #include "harness.h"
 #include "http.h"
 #include "router.h"
+#include "worker.h"
 
 #ifndef FUZZ_BUILDDIR
 #error "FUZZ_BUILDDIR (the build tree) must be defined"
@@ -49,7 +50,6 @@ static void die(const char *fmt, ...)
 
 static bool loads(const char *list, const char *name);
 
-worker *fuzz_worker(void) { return w; }
 bool fuzz_test_plugin(const char *name) { return loads(test_plugins, name); }
 const char *fuzz_api_key(void) { return api_key; }
 
@@ -129,6 +129,7 @@ void fuzz_exchange(const char *const *chunks, const size_t *lens, size_t n, int 
         int sv[2];
         if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
                 die("socketpair: %s", strerror(errno));
+        w->draining = (opts & FUZZ_REFUSED) != 0;
         int rc = relay__conn_open(w, sv[0]);
         if (rc != 0)
                 die("relay__conn_open: %s", uv_strerror(rc));
@@ -163,7 +164,7 @@ void fuzz_exchange(const char *const *chunks, const size_t *lens, size_t n, int 
         uint64_t deadline = uv_hrtime() + QUIET_MS * 1000000ull;
         while (!finished(&cl)) {
                 if (uv_hrtime() >= deadline) {
-                        fprintf(stderr, "fuzz harness: the connection did not end %dms after the client's EOF\n",
+                        fprintf(stderr, "fuzz check failed: the connection did not end %dms after the client's EOF\n",
                                 QUIET_MS);
                         abort();
                 }
@@ -173,7 +174,7 @@ void fuzz_exchange(const char *const *chunks, const size_t *lens, size_t n, int 
                 close(cl.fd);
         w->draining = false;
         if (__atomic_load_n(&relay_daemon.connections, __ATOMIC_RELAXED) != 0) {
-                fprintf(stderr, "fuzz harness: a connection outlived its exchange\n");
+                fprintf(stderr, "fuzz check failed: a connection outlived its exchange\n");
                 abort();
         }
 }

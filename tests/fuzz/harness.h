@@ -19,13 +19,14 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "buf.h"
-#include "worker.h"
 
-/* How the client ends the exchange once everything is sent. */
+/* How the client ends the exchange once everything is sent (or, REFUSED,
+ * how it starts). */
 enum {
         FUZZ_TIMEOUTS = 1, /* every timeout expires first (408s, idle closes) */
         FUZZ_DRAIN = 2,    /* a graceful shutdown starts first (SIGTERM) */
-        FUZZ_ABORT = 4     /* the client closes without reading the replies */
+        FUZZ_ABORT = 4,    /* the client closes without reading the replies */
+        FUZZ_REFUSED = 8   /* the connection arrives while the worker drains (503) */
 };
 
 /* The replacements fuzz_expand() makes (credentials of a bootstrapped tenant). */
@@ -34,7 +35,6 @@ enum {
 
 /* Once, from LLVMFuzzerInitialize(); exits with a message on failure. */
 void fuzz_setup(void);
-worker *fuzz_worker(void);
 
 /* Sends N chunks (one read each on the server), then ends as OPTS say;
  * REPLY (may be NULL) receives what the server wrote, up to 1 MiB. */
