@@ -70,5 +70,5 @@ CLEANFILES += tests/fuzz/fuzz-run.log
 
 clean-local: clean-fuzz
 clean-fuzz:
-	-rm -rf tests/fuzz/crashes tests/fuzz/work
+	-rm -rf tests/fuzz/crashes tests/fuzz/work $(FUZZ_TARGETS:=.log)
 .PHONY: clean-fuzz
