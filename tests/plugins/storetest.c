@@ -201,16 +201,16 @@ static int post_jobs(relay_req *req)
         json_int_t n = json_integer_value(json_object_get(b, "n"));
         if (n > 1000)
                 return relay_error(req, 400, "too_many", "n is at most 1000");
+        int64_t now = relay_now_ms(), delay = json_integer_value(json_object_get(b, "delay_ms"));
         relay_job_spec spec = {.size = sizeof(spec),
                                .tenant = tenant(req),
                                .kind = "st.work",
                                .queue = json_string_value(json_object_get(b, "queue")),
                                .target = "test",
                                .payload = b,
-                               .run_at_ms =
-                                       json_integer_value(json_object_get(b, "delay_ms"))
-                                               ? relay_now_ms() + json_integer_value(json_object_get(b, "delay_ms"))
-                                               : 0,
+                               .run_at_ms = delay <= 0                ? 0
+                                            : delay < INT64_MAX - now ? now + delay
+                                                                      : INT64_MAX,
                                .max_attempts = (int)json_integer_value(json_object_get(b, "max_attempts"))};
         json_t *ids = json_array();
         relay_db *db = relay_db_of(req);
