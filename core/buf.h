@@ -16,7 +16,7 @@ int buf_reserve(buf *b, size_t extra);
 int buf_append(buf *b, const void *data, size_t len);
 int buf_puts(buf *b, const char *s);
 int buf_printf(buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-int buf_vprintf(buf *b, const char *fmt, va_list ap);
+int buf_vprintf(buf *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 /* Appends a NUL without counting it in len, so data reads as a string. */
 int buf_terminate(buf *b);
 void buf_consume(buf *b, size_t n); /* drops the first n bytes */

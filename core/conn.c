@@ -213,20 +213,21 @@ static void close_after_flush(conn *c)
                 close_now_or_linger(c);
 }
 
-void conn_accept(worker *w, uv_stream_t *server)
+static conn *conn_new(worker *w)
 {
         conn *c = calloc(1, sizeof(*c));
         if (!c)
-                return;
+                return NULL;
         c->w = w;
         c->refs = 1;
         uv_tcp_init(&w->loop, &c->tcp);
         c->tcp.data = c;
-        if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
-                c->gone = true;
-                uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
-                return;
-        }
+        return c;
+}
+
+/* A connected socket becomes a connection served by W. */
+static void conn_start(worker *w, conn *c)
+{
         settings *s = settings_current();
         int64_t open = __atomic_add_fetch(&relay_daemon.connections, 1, __ATOMIC_RELAXED);
         worker_conn_link(w, c);
@@ -244,6 +245,42 @@ void conn_accept(worker *w, uv_stream_t *server)
         c->state = CONN_IDLE;
         c->deadline = uv_now(&w->loop) + s->header_timeout_ms;
         start_reading(c);
+}
+
+void conn_accept(worker *w, uv_stream_t *server)
+{
+        conn *c = conn_new(w);
+        if (!c)
+                return;
+        if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+                c->gone = true;
+                uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
+                return;
+        }
+        conn_start(w, c);
+}
+
+/* Test seam for the fuzz targets in tests/fuzz (docs/decisions/0009): FD, a
+ * connected stream socket (one end of a socketpair), becomes a connection of
+ * W exactly as an accepted client does, so a harness drives the real
+ * reading, parsing, limits, routing, handlers and writing from the other end
+ * without a listener or a worker thread.  The daemon never calls it; it is
+ * not in the SDK headers and, like every internal function, hidden in
+ * librelay.so outside the fuzzing build.  0, or a libuv error (FD is then
+ * still the caller's to close). */
+int relay__conn_open(worker *w, uv_os_sock_t fd)
+{
+        conn *c = conn_new(w);
+        if (!c)
+                return UV_ENOMEM;
+        int rc = uv_tcp_open(&c->tcp, fd);
+        if (rc != 0) {
+                c->gone = true;
+                uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
+                return rc;
+        }
+        conn_start(w, c);
+        return 0;
 }
 
 /* Graceful shutdown: idle connections close now, busy ones after their reply. */

@@ -71,7 +71,7 @@ RELAY_API int relay_event_emit_ex(relay_db *db, const char *tenant, const char *
                 return RELAY_DB_ERROR;
         }
         if (!payload)
-                payload = json_object();
+                payload = json_object(); /* subscribers always get an object */
         bool own = !relay_db_in_transaction(db);
         int rc = own ? relay_db_begin(db) : RELAY_DB_OK;
         if (rc == RELAY_DB_OK)

@@ -108,6 +108,8 @@ struct relay_req {
 
 /* conn.c */
 void conn_accept(worker *w, uv_stream_t *server);
+/* Test seam (tests/fuzz): a connection of W on a connected socket FD. */
+int relay__conn_open(worker *w, uv_os_sock_t fd);
 void conn_flush(conn *c);
 void conn_close(conn *c);
 void conn_ref(conn *c);

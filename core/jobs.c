@@ -220,11 +220,13 @@ RELAY_API void relay_job_done(relay_job *job, int ok, const char *error, int64_t
                           job->kind, job->attempt, error ? error : "failed");
         } else {
                 int64_t delay = retry_after_ms > 0 ? retry_after_ms : backoff_ms(job->attempt);
+                /* a delay past the end of the clock waits that long, not wraps into the past */
+                int64_t run_at = delay < INT64_MAX - now ? now + delay : INT64_MAX;
                 rc = relay_db_exec(db, &changes,
                                    "UPDATE relay_jobs SET state = 'queued', lease_until = NULL, last_error = ?, "
                                    "run_at = ?, updated_at = ? WHERE id = ? AND state = 'running' AND locked_by = ? "
                                    "AND attempts = ?",
-                                   "siissi", error ? error : "failed", now + delay, now, job->id, daemon_id,
+                                   "siissi", error ? error : "failed", run_at, now, job->id, daemon_id,
                                    (int64_t)job->attempt);
         }
         if (rc != RELAY_DB_OK)

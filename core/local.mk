@@ -38,7 +38,7 @@ core_libcore_la_SOURCES = \
 	core/util.c \
 	core/work.c \
 	core/worker.c core/worker.h
-core_libcore_la_CFLAGS = $(AM_CFLAGS) -fvisibility=hidden -DRELAY_STORAGE_DIR='"$(relaystoragedir)"' \
+core_libcore_la_CFLAGS = $(AM_CFLAGS) $(CORE_VISIBILITY) -DRELAY_STORAGE_DIR='"$(relaystoragedir)"' \
 	-DRELAY_DATA_DIR='"$(localstatedir)/lib/relay"' \
 	$(LIBUV_CFLAGS) $(SODIUM_CFLAGS) $(JANSSON_CFLAGS) $(LLHTTP_CFLAGS) $(LTDLINCL)
 core_libcore_la_LIBADD = $(LIBUV_LIBS) $(SODIUM_LIBS) $(JANSSON_LIBS) $(LLHTTP_LIBS) $(LIBLTDL) $(PTHREAD_LIBS)

@@ -17,7 +17,8 @@ bool log_enabled(relay_log_level level);
 /* SOURCE is "core" or a plugin name; REQUEST_ID may be NULL. */
 void log_write(relay_log_level level, const char *source, const char *request_id, const char *fmt, ...)
         __attribute__((format(printf, 4, 5)));
-void log_vwrite(relay_log_level level, const char *source, const char *request_id, const char *fmt, va_list ap);
+void log_vwrite(relay_log_level level, const char *source, const char *request_id, const char *fmt, va_list ap)
+        __attribute__((format(printf, 4, 0)));
 
 #define log_error(...) log_write(RELAY_LOG_ERROR, "core", NULL, __VA_ARGS__)
 #define log_warn(...) log_write(RELAY_LOG_WARN, "core", NULL, __VA_ARGS__)

@@ -145,8 +145,53 @@ RELAY_API int relay_reply_empty(relay_req *req, int status) { return response_se
 
 /* ------------------------------------------------------------------- errors */
 
+/* Length of the valid UTF-8 sequence at S (RFC 3629: no overlongs, no
+ * surrogates, nothing above U+10FFFF), or 0. */
+static size_t utf8_sequence(const unsigned char *s)
+{
+        unsigned char c = s[0];
+        size_t n = c < 0x80                 ? 1
+                   : c >= 0xc2 && c <= 0xdf ? 2
+                   : c >= 0xe0 && c <= 0xef ? 3
+                   : c >= 0xf0 && c <= 0xf4 ? 4
+                                            : 0;
+        unsigned char lo = c == 0xe0 ? 0xa0 : c == 0xf0 ? 0x90 : 0x80, hi = c == 0xed ? 0x9f : c == 0xf4 ? 0x8f : 0xbf;
+        for (size_t i = 1; i < n; i++, lo = 0x80, hi = 0xbf)
+                if (s[i] < lo || s[i] > hi)
+                        return 0;
+        return n;
+}
+
+/* MESSAGE as valid UTF-8, in TMP if it was not: error messages quote what
+ * clients sent (a path parameter, the JSON parser's view of a bad token,
+ * cut mid-character), and jansson refuses invalid UTF-8, which turned the
+ * intended 400 or 404 into a bare 500.  Each invalid byte becomes U+FFFD. */
+static const char *utf8_clean(const char *message, buf *tmp)
+{
+        const unsigned char *p = (const unsigned char *)message;
+        size_t n;
+        while (*p && (n = utf8_sequence(p)) != 0)
+                p += n;
+        if (!*p)
+                return message;
+        buf_append(tmp, message, (size_t)((const char *)p - message));
+        while (*p) {
+                if ((n = utf8_sequence(p)) != 0) {
+                        buf_append(tmp, p, n);
+                        p += n;
+                } else {
+                        buf_append(tmp, "\xef\xbf\xbd", 3);
+                        p++;
+                }
+        }
+        buf_terminate(tmp);
+        return tmp->data ? tmp->data : "";
+}
+
 static json_t *error_body(relay_error_style_t style, const char *code, const char *message, json_t *extra)
 {
+        buf tmp = {0};
+        message = utf8_clean(message, &tmp);
         json_t *doc;
         if (style == RELAY_ERRORS_OBJECT) {
                 json_t *e = json_pack("{s:s,s:s}", "code", code ? code : "error", "message", message);
@@ -159,6 +204,7 @@ static json_t *error_body(relay_error_style_t style, const char *code, const cha
                         json_object_update(doc, extra);
         }
         json_decref(extra);
+        buf_free(&tmp);
         return doc;
 }
 

@@ -298,6 +298,28 @@ def test_malformed_json(shared_daemon, body, line, column):
     assert int(m.group(1)) == line
 
 
+def test_malformed_json_quoting_a_cut_character_is_still_400(shared_daemon):
+    """The parser's message quotes the bytes before the error, here half of
+    an "\u00e9": invalid UTF-8, which jansson refused, so the reply was a
+    500 with the body {} (found by fuzz_json_routes)."""
+    status, _, resp = shared_daemon.request("POST", "/v1/echo", body=b'{"a\\\xc3\xa9": 1}',
+                                            headers={"Content-Type": "application/json"})
+    assert status == 400, resp
+    err = error_of(resp)
+    assert err["code"] == "invalid_json"
+    assert err["message"].startswith("malformed JSON at line 1, column "), err
+    assert "\ufffd" in err["message"], err
+
+
+@pytest.mark.parametrize("segment, shown", [("%FF", "\ufffd"), ("%C3%A9", "\u00e9"), ("%ED%A0%80", "\ufffd" * 3)])
+def test_error_message_quoting_a_path_parameter(shared_daemon, segment, shown):
+    """A plugin's error message with a decoded path parameter that is not
+    UTF-8 still answers in the plugin's style, invalid bytes as U+FFFD."""
+    status, _, resp = shared_daemon.request("GET", "/v1/styles/" + segment)
+    assert status == 404, resp
+    assert error_of(resp) == {"code": "thing.not_found", "message": "no thing " + shown}
+
+
 @pytest.mark.parametrize("body, message", [
     (b"", "a JSON object body is required"),
     (b"[1, 2]", "the body must be a JSON object"),

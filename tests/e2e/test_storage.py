@@ -382,6 +382,19 @@ def test_outbox_rollback_emits_nothing_commit_wakes_subscriber(store_daemon, sto
     assert storage.scalar("SELECT COUNT(*) FROM relay_events WHERE type = 'st.rolledback'") == "0"
 
 
+def test_event_without_payload_is_delivered_as_an_empty_object(store_daemon):
+    """relay_event_emit with a NULL payload stores {} and delivers it.  It
+    used to leak the empty object it made for that (found by
+    fuzz_json_routes; under --enable-sanitizers the teardown's leak check
+    fails on it)."""
+    d = store_daemon()
+    status, _, body = call(d, "POST", "/store/tx", {"k": "bare", "event": "st.bare", "bare": True})
+    assert status == 201, body
+    rows = wait_for(lambda: seen(d), timeout=5)
+    assert [(r["event_id"], r["type"], json.loads(r["payload"])) for r in rows] == \
+        [(body["event_id"], "st.bare", {})]
+
+
 def test_outbox_order_per_tenant(store_daemon):
     d = store_daemon()
     written = {"t1": [], "t2": []}

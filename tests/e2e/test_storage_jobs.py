@@ -231,6 +231,20 @@ def test_retry_after_is_honoured(store_daemon):
     assert 450 <= gap <= 1500, gap
 
 
+def test_retry_after_beyond_the_clock_waits_instead_of_running_again(store_daemon):
+    """A Retry-After too large to add to the clock (here 2^63-1 ms) overflowed
+    (undefined behaviour) into a run_at in the past: the job ran again at
+    once.  It now waits as long as a run_at can say."""
+    d = store_daemon({"jobs": {"poll_interval": "50ms"}})
+    job, = enqueue(d, fail_times=1, retry_after_ms=2 ** 63 - 1)
+    js = wait_for(lambda: (lambda j: j if j["attempts"] == 1 and j["state"] == "queued" else None)(jobs(d)[job]),
+                  timeout=5)
+    assert js, jobs(d)[job]
+    assert js["next_attempt_at"] == 2 ** 63 - 1, js
+    time.sleep(0.5)  # ten polls
+    assert (jobs(d)[job]["attempts"], len(runs(d, job))) == (1, 1)
+
+
 def test_dead_letter_retry_and_listing(store_daemon):
     d = store_daemon({"jobs": {"backoff_base": "100ms"}})
     dead, = enqueue(d, max_attempts=2, fail_times=9)

@@ -83,9 +83,10 @@ static int get_slow(relay_req *req)
         if (!ms)
                 return RELAY_ERR;
         *ms = v ? atol(v) : 100;
-        if (*ms < 0 || *ms > 60000) {
+        long max = (long)relay_conf_duration_ms(relay_req_plugin(req), "slow_max");
+        if (*ms < 0 || *ms > max) {
                 free(ms);
-                return relay_error(req, 400, "bad_ms", "ms must be 0-60000");
+                return relay_error(req, 400, "bad_ms", "ms must be 0-%ld", max);
         }
         if (relay_work(req, sleep_work, sleep_done, ms) != RELAY_OK) {
                 free(ms);
@@ -173,6 +174,8 @@ static int init(relay_plugin *p)
         relay_conf_declare(p, "greeting", RELAY_CONF_STRING, "hello", "what GET /v1/greeting says");
         relay_conf_declare(p, "tcp_listen", RELAY_CONF_STRING, "", "address of the TCP echo listener");
         relay_conf_declare(p, "tick_ms", RELAY_CONF_DURATION, "50ms", "timer period");
+        relay_conf_declare(p, "slow_max", RELAY_CONF_DURATION, "60s",
+                           "longest GET /v1/slow?ms= (the fuzz targets: 5ms)");
         relay_error_style(p, RELAY_ERRORS_OBJECT);
         requests = relay_counter_new(p, "echo_requests_total", "GET /v1/echo calls");
         relay_authenticator(p, "test-token", test_token);

@@ -75,8 +75,10 @@ static int post_tx(relay_req *req)
         int rc = relay_db_begin(db);
         if (rc == RELAY_DB_OK)
                 rc = relay_db_exec(db, NULL, "INSERT INTO st_kv (k, tenant, i) VALUES (?, ?, 1)", "ss", k, tenant(req));
-        if (rc == RELAY_DB_OK && type)
-                rc = relay_event_emit(db, tenant(req), type, json_pack("{s:s}", "k", k), event_id);
+        if (rc == RELAY_DB_OK && type) /* "bare": an event without a payload */
+                rc = relay_event_emit(db, tenant(req), type,
+                                      json_is_true(json_object_get(b, "bare")) ? NULL : json_pack("{s:s}", "k", k),
+                                      event_id);
         if (rc == RELAY_DB_OK && json_is_true(json_object_get(b, "nested"))) {
                 /* a savepoint that rolls back alone */
                 snprintf(inner, sizeof(inner), "%s-inner", k);
@@ -196,17 +198,19 @@ static int post_jobs(relay_req *req)
         json_t *b = relay_json_body(req);
         if (!b)
                 return RELAY_OK;
-        int n = (int)json_integer_value(json_object_get(b, "n"));
+        json_int_t n = json_integer_value(json_object_get(b, "n"));
+        if (n > 1000)
+                return relay_error(req, 400, "too_many", "n is at most 1000");
+        int64_t now = relay_now_ms(), delay = json_integer_value(json_object_get(b, "delay_ms"));
         relay_job_spec spec = {.size = sizeof(spec),
                                .tenant = tenant(req),
                                .kind = "st.work",
                                .queue = json_string_value(json_object_get(b, "queue")),
                                .target = "test",
                                .payload = b,
-                               .run_at_ms =
-                                       json_integer_value(json_object_get(b, "delay_ms"))
-                                               ? relay_now_ms() + json_integer_value(json_object_get(b, "delay_ms"))
-                                               : 0,
+                               .run_at_ms = delay <= 0                ? 0
+                                            : delay < INT64_MAX - now ? now + delay
+                                                                      : INT64_MAX,
                                .max_attempts = (int)json_integer_value(json_object_get(b, "max_attempts"))};
         json_t *ids = json_array();
         relay_db *db = relay_db_of(req);
