@@ -502,6 +502,13 @@ def run_relayctl(conf_path, *args, overrides=(), timeout=30):
     return _without_lsan_tracer_crash(rc, out, err)
 
 
+def lsan_tracer_crashed(stderr):
+    """Did LeakSanitizer's own tracer crash at exit (see below)?  Then the
+    process was killed by abort() after doing its work, and its exit code
+    says nothing about the program."""
+    return "LeakSanitizer has encountered a fatal error" in stderr and "Tracer caught signal" in stderr
+
+
 def _without_lsan_tracer_crash(rc, out, err):
     """Under ASan, LeakSanitizer's own tracer thread occasionally crashes
     while stopping the process for the leak check at exit ("Tracer caught
