@@ -130,6 +130,16 @@ RELAY_API char *relay_id_new(const char *prefix, char *buf, size_t len)
         return buf;
 }
 
+RELAY_API bool relay_id_valid(const char *prefix, const char *s)
+{
+        size_t plen = strlen(prefix);
+        if (!s || strncmp(s, prefix, plen) != 0)
+                return false;
+        s += plen;
+        /* 128 bits: the first of 26 digits carries only 3 */
+        return strlen(s) == RELAY_ULID_LEN && strspn(s, crockford) == RELAY_ULID_LEN && s[0] <= '7';
+}
+
 RELAY_API char *relay_uuid4(char *buf, size_t len)
 {
         unsigned char b[16];

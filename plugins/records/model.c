@@ -17,14 +17,9 @@ static const char *const statuses[] = {"draft", "queued", "synced", "failed", NU
 static const char *const create_fields[] = {"id", "title", "type", "site", "status", "payload", NULL};
 static const char *const patch_fields[] = {"title", "type", "site", "status", "payload", "causal", NULL};
 
-static bool ulid_valid(const char *s)
-{
-        return s && strlen(s) == RELAY_ULID_LEN && strspn(s, crockford) == RELAY_ULID_LEN && s[0] <= '7';
-}
+bool record_id_valid(const char *s) { return relay_id_valid("rec_", s); }
 
-bool record_id_valid(const char *s) { return s && strncmp(s, "rec_", 4) == 0 && ulid_valid(s + 4); }
-
-bool causal_valid(const char *s) { return ulid_valid(s); }
+bool causal_valid(const char *s) { return relay_id_valid("", s); }
 
 bool record_status_valid(const char *s)
 {
@@ -120,7 +115,7 @@ void record_validate(const json_t *fields, bool patch, json_t **errors)
         if (payload && !json_is_object(payload) && !(patch && json_is_null(payload)))
                 relay_validation_add(errors, "body", "payload", "payload must be a JSON object", "type_error");
         if (patch && json_object_get(fields, "causal") &&
-            !ulid_valid(json_string_value(json_object_get(fields, "causal"))))
+            !causal_valid(json_string_value(json_object_get(fields, "causal"))))
                 relay_validation_add(errors, "body", "causal", "causal must be a token this server gave",
                                      "value_error");
 }
@@ -142,7 +137,7 @@ static void increment(char *s)
 void causal_next(const char *prev, char out[CAUSAL_LEN])
 {
         relay_id_new("", out, CAUSAL_LEN);
-        if (prev && ulid_valid(prev) && strcmp(out, prev) <= 0) {
+        if (prev && causal_valid(prev) && strcmp(out, prev) <= 0) {
                 memcpy(out, prev, CAUSAL_LEN);
                 increment(out);
         }

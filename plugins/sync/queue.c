@@ -5,12 +5,6 @@
 #include <string.h>
 #include "sync.h"
 
-static bool job_id_valid(const char *s)
-{
-        return s && strlen(s) == 4 + RELAY_ULID_LEN && strncmp(s, "job_", 4) == 0 &&
-               strspn(s + 4, "0123456789ABCDEFGHJKMNPQRSTVWXYZ") == RELAY_ULID_LEN;
-}
-
 static json_t *job_json(relay_db_result *r)
 {
         char next[40], created[40], updated[40];
@@ -40,7 +34,7 @@ static int get_queue(relay_req *req)
         if (relay_query_cursor(req, "cursor", &cursor) != RELAY_OK)
                 return RELAY_OK;
         const char *after = json_string_value(json_object_get(cursor, "id"));
-        if (cursor && !job_id_valid(after))
+        if (cursor && !relay_id_valid("job_", after))
                 return relay_error(req, 400, "invalid_cursor", "cursor is not one this server gave");
         relay_db_result *r;
         int rc = relay_job_list(relay_db_of(req), &r, relay_principal_of(req)->tenant, state, after, (int)limit + 1);
@@ -77,7 +71,7 @@ static int post_retry(relay_req *req)
         const char *id = relay_param(req, "job"), *tenant = relay_principal_of(req)->tenant;
         relay_db *db = relay_db_of(req);
         json_t *job = NULL;
-        if (!job_id_valid(id))
+        if (!relay_id_valid("job_", id))
                 return relay_error(req, 404, "job.not_found", "no such job");
         int rc = load_job(db, tenant, id, &job);
         if (rc != RELAY_DB_OK)

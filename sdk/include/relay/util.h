@@ -21,6 +21,9 @@ RELAY_API int relay_time_parse(const char *s, int64_t *ms);
  * least strlen(prefix) + 27 bytes. */
 #define RELAY_ULID_LEN 26
 RELAY_API char *relay_id_new(const char *prefix, char *buf, size_t len);
+/* Is S PREFIX followed by 26 Crockford base32 characters of a ULID (the
+ * shape relay_id_new makes)?  ("" checks a bare ULID.)  (ABI 1.1) */
+RELAY_API bool relay_id_valid(const char *prefix, const char *s);
 /* A random UUID v4, 37 bytes with the terminator. */
 RELAY_API char *relay_uuid4(char *buf, size_t len);
 /* Fills BUF with LEN cryptographically random bytes (libsodium). */
