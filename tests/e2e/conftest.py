@@ -516,7 +516,7 @@ def _without_lsan_tracer_crash(rc, out, err):
     check did not run, which says nothing about the program.  When that is
     all stderr holds and the command printed its result, the command
     succeeded; anything else is reported as it was."""
-    if rc >= 0 or "LeakSanitizer has encountered a fatal error" not in err or not out.strip():
+    if rc >= 0 or not lsan_tracer_crashed(err) or not out.strip():
         return rc, out, err
     lines = [l for l in err.splitlines() if l.strip()]
     if all(l.startswith("Tracer caught signal") or l.startswith("==") for l in lines):

@@ -10,24 +10,15 @@ test saw).  Daemons poll events and jobs every 100 ms and every plugin's
 per-tenant rate limit is opened wide (0 = unlimited) unless a test sets
 it.
 
-A module that shares one daemon per engine writes:
-
-    @pytest.fixture(scope="module")
-    def _envs():
-        envs = {}
-        yield envs
-        finish_all([e.d for e in envs.values()])
+A module that shares one daemon per engine imports the `_envs` fixture
+from here and writes:
 
     @pytest.fixture
     def env(engine, request, _envs, tmp_path_factory):
         return shared_env(engine, request, _envs, tmp_path_factory)
 
-and a test that needs settings of its own uses the function-scoped
-factory:
-
-    @pytest.fixture
-    def rs_daemon(make_daemon, storage):
-        return relaysync_daemon_factory(make_daemon, storage)
+and a test that needs settings of its own uses the `rs_daemon` fixture
+(import it too): rs_daemon({section: {key: value}}) -> RelaySync.
 
     def test_x(rs_daemon):
         env = rs_daemon({"records": {"idempotency_ttl": "1s"}})
@@ -39,7 +30,9 @@ import os
 import re
 import urllib.parse
 
-from conftest import Daemon, Storage
+import pytest
+
+from conftest import Daemon, Storage, finish_all
 from conftest import wait_for as _wait_for
 from users_support import USERS_PLUGIN_DIR, Users, users_sections
 
@@ -99,6 +92,20 @@ def relaysync_daemon_factory(make_daemon, storage):
         d.start()
         return env
     return factory
+
+
+@pytest.fixture(scope="module")
+def _envs():
+    """The module's shared daemons, one per engine, stopped at its end."""
+    envs = {}
+    yield envs
+    finish_all([e.d for e in envs.values()])
+
+
+@pytest.fixture
+def rs_daemon(make_daemon, storage):
+    """rs_daemon({section: {key: value}}) -> RelaySync: a daemon of one's own."""
+    return relaysync_daemon_factory(make_daemon, storage)
 
 
 def start_relaysync(workdir, storage, sections=None, **kw):

@@ -32,19 +32,13 @@ import random
 import threading
 import time
 
-import pytest
-
-from relaysync_support import RECORD_ID_RE, relaysync_daemon_factory, sql_quote, wait_for
+from relaysync_support import RECORD_ID_RE, sql_quote, wait_for
+from relaysync_support import rs_daemon  # noqa: F401 (fixtures)
 
 ROUNDS = 3
 WRITERS = 6
 KILL_WINDOW = (0.3, 1.5)
 SYNC_TIMEOUT = 30.0
-
-
-@pytest.fixture
-def rs_daemon(make_daemon, storage):
-    return relaysync_daemon_factory(make_daemon, storage)
 
 
 def fields_for(key):

@@ -36,8 +36,9 @@ import time
 
 import pytest
 
-from conftest import HOST, finish_all, metric_value, parse_responses, recv_until, req, responses_complete
-from relaysync_support import relaysync_daemon_factory, shared_env, sql_quote, table_count, wait_for
+from conftest import HOST, metric_value, parse_responses, recv_until, req, responses_complete
+from relaysync_support import shared_env, sql_quote, table_count, wait_for
+from relaysync_support import _envs, rs_daemon  # noqa: F401 (fixtures)
 from users_support import asan_build
 
 MIB = 1024 * 1024
@@ -48,24 +49,12 @@ MAX_CONNS = 24
 SLOW_CLIENTS = 16
 
 
-@pytest.fixture(scope="module")
-def _envs():
-    envs = {}
-    yield envs
-    finish_all([e.d for e in envs.values()])
-
-
 @pytest.fixture
 def env(engine, request, _envs, tmp_path_factory):
     """The module's daemon: short head and body timeouts, a connection cap."""
     return shared_env(engine, request, _envs, tmp_path_factory, tag="overload", sections={
         "limits": {"max_connections": str(MAX_CONNS), "header_timeout": "1s", "body_timeout": "1s",
                    "idle_timeout": "10s"}})
-
-
-@pytest.fixture
-def rs_daemon(make_daemon, storage):
-    return relaysync_daemon_factory(make_daemon, storage)
 
 
 # ---------------------------------------------------------------- memory

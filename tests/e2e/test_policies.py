@@ -15,31 +15,20 @@ import time
 
 import pytest
 
-from conftest import finish_all
-from relaysync_support import (POLICY_ID_RE, crockford_id, linguistic_storage, relaysync_daemon_factory, shared_env,
+from relaysync_support import (POLICY_ID_RE, crockford_id, linguistic_storage, shared_env,
                                scalar, sql_quote, table_snapshot, wait_for)
+from relaysync_support import relaysync_daemon_factory
+from relaysync_support import _envs, rs_daemon  # noqa: F401 (fixtures)
 from users_support import parse_time
 
 POLICY_KEYS = {"id", "name", "version", "priority", "when", "then", "created_at", "updated_at", "deleted_at"}
 TABLES = ("policies_policies", "policies_versions", "relay_events")
 
 
-@pytest.fixture(scope="module")
-def _envs():
-    envs = {}
-    yield envs
-    finish_all([e.d for e in envs.values()])
-
-
 @pytest.fixture
 def env(engine, request, _envs, tmp_path_factory):
     """The module's daemon on the engine under test (started on first use)."""
     return shared_env(engine, request, _envs, tmp_path_factory, tag="policies")
-
-
-@pytest.fixture
-def rs_daemon(make_daemon, storage):
-    return relaysync_daemon_factory(make_daemon, storage)
 
 
 @pytest.fixture(scope="module")

@@ -21,10 +21,12 @@ import urllib.parse
 
 import pytest
 
-from conftest import finish_all, req
+from conftest import req
 from relaysync_support import (CAUSAL_RE, RECORD_ID_RE, crockford_id, hold_writers, linguistic_storage,
-                               relaysync_daemon_factory, scalar, shared_env, sql_quote, table_snapshot,
+                               scalar, shared_env, sql_quote, table_snapshot,
                                wait_for)
+from relaysync_support import relaysync_daemon_factory
+from relaysync_support import _envs, rs_daemon  # noqa: F401 (fixtures)
 from users_support import parse_time
 
 RECORD_KEYS = {"id", "title", "type", "site", "status", "payload", "causal", "size", "created_at", "updated_at",
@@ -32,23 +34,10 @@ RECORD_KEYS = {"id", "title", "type", "site", "status", "payload", "causal", "si
 TABLES = ("records_records", "relay_events", "relay_idempotency", "relay_jobs")
 
 
-@pytest.fixture(scope="module")
-def _envs():
-    envs = {}
-    yield envs
-    finish_all([e.d for e in envs.values()])
-
-
 @pytest.fixture
 def env(engine, request, _envs, tmp_path_factory):
     """The module's daemon on the engine under test (started on first use)."""
     return shared_env(engine, request, _envs, tmp_path_factory, tag="records")
-
-
-@pytest.fixture
-def rs_daemon(make_daemon, storage):
-    """rs_daemon({section: {key: value}}) -> RelaySync: a daemon of one's own."""
-    return relaysync_daemon_factory(make_daemon, storage)
 
 
 @pytest.fixture(scope="module")

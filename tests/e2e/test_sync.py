@@ -32,17 +32,11 @@ import pytest
 
 from conftest import (Daemon, TOP_BUILDDIR, TOP_SRCDIR, finish_all, free_port, req, run_relayctl)
 from relaysync_support import CAUSAL_RE, JOB_ID_RE, RECORD_ID_RE, crockford_id, shared_env, sql_quote, wait_for
+from relaysync_support import _envs  # noqa: F401 (fixtures)
 from users_support import parse_time
 
 JOB_FIELDS = {"id", "kind", "queue", "target", "state", "attempts", "max_attempts", "next_attempt_at",
               "last_error", "created_at", "updated_at"}
-
-
-@pytest.fixture(scope="module")
-def _envs():
-    envs = {}
-    yield envs
-    finish_all([e.d for e in envs.values()])
 
 
 @pytest.fixture
