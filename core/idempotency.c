@@ -26,7 +26,9 @@ struct relay_idem {
         relay_idem_state state;
         int status;
         json_t *body;
-        char *name; /* tenant \x1f scope \x1f key: the in-flight entry */
+        char *name;  /* tenant \x1f scope \x1f key: the in-flight entry */
+        char *parts; /* tenant \0 scope \0 key \0, for the row */
+        const char *tenant, *scope, *key;
         char *fingerprint;
         bool held; /* NAME is in the in-flight set */
 };
@@ -152,11 +154,15 @@ RELAY_API int relay_idem_begin(relay_db *db, const char *tenant, const char *sco
         tenant = tenant ? tenant : "";
         relay_idem *idem = calloc(1, sizeof(*idem));
         size_t n = strlen(tenant) + strlen(scope) + strlen(plain) + 3;
-        if (!idem || !(idem->name = malloc(n)) || !(idem->fingerprint = strdup(fingerprint))) {
+        if (!idem || !(idem->name = malloc(n)) || !(idem->parts = malloc(n)) ||
+            !(idem->fingerprint = strdup(fingerprint))) {
                 relay_idem_release(idem);
                 return RELAY_DB_ERROR;
         }
         snprintf(idem->name, n, "%s\x1f%s\x1f%s", tenant, scope, plain);
+        idem->tenant = memcpy(idem->parts, tenant, strlen(tenant) + 1);
+        idem->scope = memcpy(idem->parts + strlen(tenant) + 1, scope, strlen(scope) + 1);
+        idem->key = memcpy((char *)idem->scope + strlen(scope) + 1, plain, strlen(plain) + 1);
         *out = idem;
         idem->held = flight_take(idem->name);
         bool got = false;
@@ -174,10 +180,6 @@ RELAY_API int relay_idem_store(relay_db *db, relay_idem *idem, int status, const
 {
         if (!idem || idem->state != RELAY_IDEM_NEW)
                 return RELAY_DB_ERROR;
-        char *tenant = idem->name, *scope = strchr(tenant, '\x1f'), *key = strchr(scope + 1, '\x1f');
-        char t[256], s[128];
-        snprintf(t, sizeof(t), "%.*s", (int)(scope - tenant), tenant);
-        snprintf(s, sizeof(s), "%.*s", (int)(key - scope - 1), scope + 1);
         int64_t now = relay_now_ms(), changes = 0;
         /* An expired row for the key may still be there: take its place.  A
          * live one means another request with the key got there first: the
@@ -189,7 +191,7 @@ RELAY_API int relay_idem_store(relay_db *db, relay_idem *idem, int status, const
                 " SET fingerprint = excluded.fingerprint, status = excluded.status, body = excluded.body,"
                 " created_ms = excluded.created_ms, expires_ms = excluded.expires_ms"
                 " WHERE relay_idempotency.expires_ms <= ?",
-                "ssssijiii", t, s, key + 1, idem->fingerprint, (int64_t)status, body, now,
+                "ssssijiii", idem->tenant, idem->scope, idem->key, idem->fingerprint, (int64_t)status, body, now,
                 now + (ttl_ms > 0 ? ttl_ms : 86400000), now);
         return rc == RELAY_DB_OK && changes == 0 ? RELAY_DB_CONSTRAINT : rc;
 }
@@ -202,6 +204,7 @@ RELAY_API void relay_idem_release(relay_idem *idem)
                 flight_drop(idem->name);
         json_decref(idem->body);
         free(idem->name);
+        free(idem->parts);
         free(idem->fingerprint);
         free(idem);
 }
