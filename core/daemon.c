@@ -4,6 +4,7 @@
 #include <string.h>
 #include <sodium.h>
 #include "daemon.h"
+#include "http_client.h"
 #include "events_internal.h"
 #include "idempotency_internal.h"
 #include "log.h"
@@ -136,6 +137,11 @@ void daemon_teardown(void)
                 free(c->group), free(c->name), free(c->usage), free(c);
         }
         relay_daemon.commands = NULL;
+        for (request_hook *h = relay_daemon.request_hooks, *n; h; h = n) {
+                n = h->next;
+                free(h);
+        }
+        relay_daemon.request_hooks = NULL;
         for (authenticator *a = relay_daemon.authenticators, *n; a; a = n) {
                 n = a->next;
                 free(a->name), free(a);
@@ -149,5 +155,6 @@ void daemon_teardown(void)
         relay_daemon.counters = NULL;
         settings_free(settings_current());
         uv_loop_close(relay_daemon.loop);
+        http_client_free();
         lt_dlexit();
 }

@@ -44,6 +44,14 @@ typedef struct command {
         relay_plugin *owner;
 } command;
 
+/* relay_request_hook: observers of finished requests. */
+typedef struct request_hook {
+        struct request_hook *next;
+        relay_request_done_fn fn;
+        void *data;
+        relay_plugin *owner;
+} request_hook;
+
 typedef struct authenticator {
         struct authenticator *next;
         char *name;
@@ -68,6 +76,7 @@ typedef struct daemon {
         service *services;
         authenticator *authenticators;
         command *commands; /* relayctl subcommands plugins add */
+        request_hook *request_hooks;
         relay_counter *counters;
         uv_mutex_t counters_lock;
         worker **workers;

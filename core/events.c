@@ -225,6 +225,14 @@ static bool deliver_batch(relay_db *db, subscription *s, uint64_t now)
         return full;
 }
 
+RELAY_API bool relay_event_settled(int64_t seq)
+{
+        for (subscription *s = subs; s; s = s->next)
+                if (!s->loaded || s->cursor < seq)
+                        return false;
+        return true;
+}
+
 static void dispatch(void)
 {
         relay_db *db = storage_control_db();

@@ -51,8 +51,11 @@ struct conn {
         bool upgrade : 1;
 };
 
+typedef struct sse_sub sse_sub;
+
 struct relay_sse {
         relay_req *req;
+        sse_sub *subs; /* relay_sse_subscribe (publish.c) */
         relay_sse_close_fn on_close;
         void *on_close_data;
         uint64_t last_send; /* loop time (ms) */

@@ -188,6 +188,13 @@ RELAY_API int relay_job_pending(relay_db *db, const char *tenant, const char *ta
         return rc;
 }
 
+RELAY_API void relay_job_fail(relay_job *job, const char *error)
+{
+        if (job && !job->done)
+                job->max_attempts = job->attempt; /* no attempts left: relay_job_done dead-letters it */
+        relay_job_done(job, 0, error, 0);
+}
+
 RELAY_API void relay_job_done(relay_job *job, int ok, const char *error, int64_t retry_after_ms)
 {
         if (!job || job->done)

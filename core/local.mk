@@ -23,6 +23,8 @@ core_libcore_la_SOURCES = \
 	core/module.c core/module.h \
 	core/net_addr.c core/net_addr.h \
 	core/plugin_api.c \
+	core/publish.c core/publish.h \
+	core/http_client.c core/http_client.h \
 	core/plugin_loader.c core/plugin_loader.h \
 	core/ratelimit.c core/ratelimit.h \
 	core/request.c \
@@ -40,8 +42,9 @@ core_libcore_la_SOURCES = \
 	core/worker.c core/worker.h
 core_libcore_la_CFLAGS = $(AM_CFLAGS) $(CORE_VISIBILITY) -DRELAY_STORAGE_DIR='"$(relaystoragedir)"' \
 	-DRELAY_DATA_DIR='"$(localstatedir)/lib/relay"' \
-	$(LIBUV_CFLAGS) $(SODIUM_CFLAGS) $(JANSSON_CFLAGS) $(LLHTTP_CFLAGS) $(LTDLINCL)
-core_libcore_la_LIBADD = $(LIBUV_LIBS) $(SODIUM_LIBS) $(JANSSON_LIBS) $(LLHTTP_LIBS) $(LIBLTDL) $(PTHREAD_LIBS)
+	$(LIBUV_CFLAGS) $(SODIUM_CFLAGS) $(JANSSON_CFLAGS) $(LLHTTP_CFLAGS) $(LIBCURL_CFLAGS) $(LTDLINCL)
+core_libcore_la_LIBADD = $(LIBUV_LIBS) $(SODIUM_LIBS) $(JANSSON_LIBS) $(LLHTTP_LIBS) $(LIBCURL_LIBS) $(LIBLTDL) \
+	$(PTHREAD_LIBS)
 
 if BUNDLE_LLHTTP
 # Debian's node-llhttp ships C sources, not a library: build them in.

@@ -5,6 +5,7 @@
 #include <string.h>
 #include "daemon.h"
 #include "metrics.h"
+#include "publish.h"
 #include "router.h"
 #include "worker.h"
 
@@ -115,6 +116,10 @@ static void render_latency(buf *out)
                    "# HELP relay_http_open_connections Open HTTP connections.\n"
                    "# TYPE relay_http_open_connections gauge\nrelay_http_open_connections %lld\n",
                    (long long)open);
+        buf_printf(out,
+                   "# HELP relay_publish_dropped_total Published messages dropped for a worker too far behind.\n"
+                   "# TYPE relay_publish_dropped_total counter\nrelay_publish_dropped_total %lld\n",
+                   (long long)publish_dropped_total());
 }
 
 static void render_plugin_counters(buf *out)

@@ -226,6 +226,29 @@ RELAY_API const void *relay_service_get(relay_plugin *p, const char *name, unsig
         return NULL;
 }
 
+RELAY_API const char *relay_data_dir(void)
+{
+        const char *d = settings_current() ? settings_current()->data_dir : NULL;
+        return d && *d ? d : ".";
+}
+
+RELAY_API int relay_request_hook(relay_plugin *p, relay_request_done_fn fn, void *data)
+{
+        if (!fn || registering(p, "relay_request_hook") != 0)
+                return RELAY_ERR;
+        request_hook *h = calloc(1, sizeof(*h));
+        if (!h)
+                return RELAY_ERR;
+        h->fn = fn;
+        h->data = data;
+        h->owner = p;
+        request_hook **tail = &relay_daemon.request_hooks; /* in registration order */
+        while (*tail)
+                tail = &(*tail)->next;
+        *tail = h;
+        return RELAY_OK;
+}
+
 RELAY_API int relay_health_hook(relay_plugin *p, relay_health_fn fn)
 {
         if (registering(p, "relay_health_hook") != 0 || p->n_health == MAX_HEALTH_HOOKS)

@@ -304,6 +304,8 @@ void req_finish(relay_req *req)
                 log_write(RELAY_LOG_INFO, req->plugin ? req->plugin->name : "http", req_id(req), "%s %s %d %zu %.3fms",
                           req->method ? req->method : "-", req->target ? req->target : "-", req->status, req->bytes_out,
                           (double)elapsed / 1e6);
+        for (request_hook *h = relay_daemon.request_hooks; h; h = h->next)
+                h->fn(h->owner, req, req->status, h->data);
         storage_request_end(w->db, req_id(req));
         if (c && c->req == req)
                 c->req = NULL;
@@ -330,6 +332,7 @@ RELAY_API const char *relay_target(relay_req *req) { return req->target; }
 RELAY_API const char *relay_request_id(relay_req *req) { return req_id(req); }
 RELAY_API relay_plugin *relay_req_plugin(relay_req *req) { return req->plugin; }
 RELAY_API void *relay_route_data(relay_req *req) { return req->route ? req->route->data : NULL; }
+RELAY_API const char *relay_route_pattern(relay_req *req) { return req->route ? req->route->pattern : NULL; }
 RELAY_API int relay_replied(relay_req *req) { return req->replied || req->sse.open; }
 
 RELAY_API const char *relay_header(relay_req *req, const char *name) { return req_header(req, name); }

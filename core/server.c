@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "daemon.h"
+#include "http_client.h"
 #include "events_internal.h"
 #include "idempotency_internal.h"
 #include "log.h"
@@ -142,6 +143,7 @@ static void on_worker_exit(uv_async_t *a)
                 worker_join(relay_daemon.workers[i]);
         events_stop();
         idem_stop();
+        http_client_stop(); /* webhook jobs waiting on an answer finish before the queue stops */
         jobs_stop();
         plugins_stop();
         uv_walk(relay_daemon.loop, close_walk, NULL);

@@ -98,6 +98,8 @@ static const conf_key_def core_keys[] = {
          "idle keep-alive connections are closed after this"},
         {"limits", "stream_buffer", RELAY_CONF_SIZE, "1m", check_nonzero_size,
          "unsent bytes a connection may hold before it is cut off"},
+        {"limits", "publish_backlog", RELAY_CONF_INT, "10000", check_positive,
+         "published messages a worker may have waiting; past it the oldest are dropped"},
         {"limits", "sse_heartbeat", RELAY_CONF_DURATION, "15s", check_nonzero_duration,
          "comment line sent on idle SSE streams"},
         {"limits", "max_connections", RELAY_CONF_INT, "10000", check_positive,
@@ -172,6 +174,7 @@ settings *settings_from_conf(conf *c, char *err, size_t err_len)
         s->body_timeout_ms = conf_get_duration_ms(c, "limits", "body_timeout");
         s->idle_timeout_ms = conf_get_duration_ms(c, "limits", "idle_timeout");
         s->stream_buffer = conf_get_size(c, "limits", "stream_buffer");
+        s->publish_backlog = (size_t)conf_get_int(c, "limits", "publish_backlog");
         s->sse_heartbeat_ms = conf_get_duration_ms(c, "limits", "sse_heartbeat");
         s->max_connections = conf_get_int(c, "limits", "max_connections");
         log_parse_level(conf_get(c, "log", "level"), &s->log_level);

@@ -33,6 +33,7 @@ typedef struct settings {
         uint64_t body_timeout_ms;
         uint64_t idle_timeout_ms;
         uint64_t stream_buffer;
+        size_t publish_backlog;
         uint64_t sse_heartbeat_ms;
         int64_t max_connections;
 

@@ -5,6 +5,7 @@
 #include "daemon.h"
 #include "http.h"
 #include "log.h"
+#include "publish.h"
 #include "settings.h"
 #include "worker.h"
 
@@ -104,6 +105,7 @@ void sse_closed(relay_sse *sse)
         if (!sse->open)
                 return;
         sse->open = false;
+        publish_sse_closed(sse);
         if (sse->on_close)
                 sse->on_close(sse, sse->on_close_data);
 }

@@ -8,6 +8,7 @@
 #include <unistd.h>
 #include "daemon.h"
 #include "log.h"
+#include "publish.h"
 #include "relay/util.h"
 #include "server.h"
 #include "settings.h"
@@ -58,6 +59,8 @@ static void on_wake(uv_async_t *a)
 {
         worker *w = a->data;
         int flags = __atomic_exchange_n(&w->wake_flags, 0, __ATOMIC_ACQ_REL);
+        if (flags & WAKE_PUBLISH)
+                publish_drain(w);
         if ((flags & WAKE_DRAIN) && !w->draining) {
                 w->draining = true;
                 for (size_t i = 0; i < w->n_listeners; i++)
@@ -123,6 +126,7 @@ int worker_start(worker *w, int index, const int *fds, size_t n_fds, char *err, 
                         return -1;
                 }
         }
+        publish_worker_init(w);
         uv_async_init(&w->loop, &w->wake, on_wake);
         w->wake.data = w;
         uv_timer_init(&w->loop, &w->sweep);
@@ -146,6 +150,7 @@ void worker_join(worker *w) { uv_thread_join(&w->thread); }
 void worker_free(worker *w)
 {
         uv_loop_close(&w->loop);
+        publish_worker_free(w);
         metrics_free(&w->metrics);
         free(w->listeners);
         free(w->health_body);

@@ -39,9 +39,16 @@ struct worker {
         struct group_entry *group_head, **group_tail;
         uv_check_t group_check;
         bool group_ready;
+        /* relay_publish (publish.c): inbox filled by any thread, drained here */
+        uv_mutex_t pub_lock;
+        struct pub_item *pub_head, *pub_tail;
+        size_t pub_n;
+        struct sse_sub *pub_subs; /* streams of this worker, by subscription */
+        bool pub_subs_any;        /* atomic: is pub_subs non-empty? */
+        bool pub_draining;
 };
 
-enum { WAKE_DRAIN = 1, WAKE_FORCE = 2 };
+enum { WAKE_DRAIN = 1, WAKE_FORCE = 2, WAKE_PUBLISH = 4 };
 
 /* Binds the listening sockets (FDS: one per listen address, already bound
  * by the control thread for worker 0; others bind their own with

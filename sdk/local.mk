@@ -6,6 +6,7 @@ relayinclude_HEADERS = \
 	sdk/include/relay/db.h \
 	sdk/include/relay/driver.h \
 	sdk/include/relay/events.h \
+	sdk/include/relay/http_client.h \
 	sdk/include/relay/idempotency.h \
 	sdk/include/relay/jobs.h \
 	sdk/include/relay/log.h \

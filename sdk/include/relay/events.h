@@ -9,6 +9,7 @@
 #ifndef RELAY_EVENTS_H
 #define RELAY_EVENTS_H
 
+#include <stdbool.h>
 #include <jansson.h>
 #include <relay/common.h>
 #include <relay/db.h>
@@ -55,6 +56,13 @@ RELAY_API int relay_event_order_lock(relay_db *db);
  * stopped.  Call in init(). */
 RELAY_API int relay_event_subscribe(relay_plugin *p, const char *name, const char *pattern, relay_event_fn fn,
                                     void *data);
+
+/* Have all of this daemon's subscribers handled the events up to SEQ (the
+ * sequence number relay_event_emit_ex gave)?  A job that must come after
+ * what subscribers do with an event (the sync plugin marks a record synced
+ * once webhook deliveries are queued and done) defers until it is true.
+ * Control thread only.  (ABI 1.2) */
+RELAY_API bool relay_event_settled(int64_t seq);
 
 /* Does TYPE match PATTERN ("a.*" matches "a.b" and "a.b.c"; "*" matches all)? */
 RELAY_API int relay_event_matches(const char *pattern, const char *type);

@@ -46,6 +46,10 @@ RELAY_API int relay_job_attempt(relay_job *job);     /* 1 on the first run */
 typedef void (*relay_job_fn)(relay_plugin *p, relay_job *job, void *data);
 RELAY_API void relay_job_done(relay_job *job, int ok, const char *error, int64_t retry_after_ms);
 
+/* Fails the job for good: it goes to the dead letters now, whatever
+ * attempts it has left (a webhook receiver answering 410).  (ABI 1.2) */
+RELAY_API void relay_job_fail(relay_job *job, const char *error);
+
 /* Finishes the job for now without counting an attempt: it runs again
  * after DELAY_MS.  For a job that waits on something else (the sync job
  * of a record waits for the record's webhook deliveries).  (ABI 1.1) */

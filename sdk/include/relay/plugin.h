@@ -28,6 +28,7 @@
 #include <relay/events.h>
 #include <relay/jobs.h>
 #include <relay/idempotency.h>
+#include <relay/http_client.h>
 
 RELAY_BEGIN_DECLS
 
@@ -177,6 +178,16 @@ RELAY_API const relay_principal *relay_principal_of(relay_req *req);
  * keys; `rate_burst` sets the bucket size and `rate_per` = tenant or
  * principal what a bucket counts.  0 means unlimited.  Call in init(). */
 RELAY_API int relay_rate_limit(relay_plugin *p, const char *rate_class, double per_second);
+
+/* ------------------------------------------------------------ request hook */
+
+/* Runs FN on the request's worker once each request has its answer (any
+ * status, errors and refusals included; for a stream, when it ends), after
+ * the access log line.  For observers (the audit log): FN must be quick and
+ * must not reply.  relay_principal_of, relay_route_pattern and the other
+ * accessors still work.  Call in init().  (ABI 1.2) */
+typedef void (*relay_request_done_fn)(relay_plugin *p, relay_req *req, int status, void *data);
+RELAY_API int relay_request_hook(relay_plugin *p, relay_request_done_fn fn, void *data);
 
 /* ----------------------------------------------------------- admin commands */
 

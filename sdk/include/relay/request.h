@@ -25,6 +25,9 @@ RELAY_API const char *relay_request_id(relay_req *req);
 RELAY_API const char *relay_peer_ip(relay_req *req); /* "127.0.0.1", "::1" */
 RELAY_API relay_plugin *relay_req_plugin(relay_req *req);
 RELAY_API void *relay_route_data(relay_req *req);
+/* The pattern of the route that matched, with its mount prefix
+ * ("/v1/records/:id"), or NULL when none did.  (ABI 1.2) */
+RELAY_API const char *relay_route_pattern(relay_req *req);
 
 /* The body as a JSON object.  On a missing, malformed or non-object body it
  * replies 400 (422 for the detail style) in the plugin's error style, with the

@@ -26,5 +26,37 @@ RELAY_API void relay_sse_on_close(relay_sse *sse, relay_sse_close_fn fn, void *d
 RELAY_API void relay_sse_end(relay_sse *sse);
 RELAY_API relay_req *relay_sse_req(relay_sse *sse);
 
+/* ------------------------------------------------------------ fan-out (1.2)
+ *
+ * relay_publish() hands a message to every stream of this daemon that
+ * subscribed to its channel, whatever worker owns the stream.  Call it from
+ * any thread (an event subscriber on the control thread, a handler on a
+ * worker).  Each worker receives messages in publish order; a worker that
+ * falls more than [limits] publish_backlog messages behind drops the
+ * oldest and counts them (relay_publish_dropped_total).  Streams still cut
+ * off slow readers at [limits] stream_buffer.  Channels are plain strings;
+ * tenant-scoped data goes on a channel named after the tenant
+ * ("audit/ten_..."), so isolation does not rest on a filter. */
+typedef struct relay_message {
+        uint32_t size;       /* sizeof(relay_message) */
+        const char *channel; /* "audit/ten_01..." */
+        const char *event;   /* SSE event name, or NULL */
+        const char *id;      /* SSE id, or NULL */
+        const char *data;    /* SSE data, may hold newlines */
+        int64_t seq;         /* the publisher's own order, for subscribers that dedupe */
+} relay_message;
+
+/* Runs on the stream's worker for each message of the channel; NULL sends
+ * it as is (relay_sse_send with event, id, data). */
+typedef void (*relay_message_fn)(relay_sse *sse, const relay_message *m, void *data);
+
+/* Subscribes SSE to CHANNEL until the stream closes.  Call on the stream's
+ * worker, usually in the handler that started it.  Messages published
+ * after this call reach FN once the handler returns to the event loop. */
+RELAY_API int relay_sse_subscribe(relay_sse *sse, const char *channel, relay_message_fn fn, void *data);
+
+/* Copies M and queues it for every subscribed stream of this daemon. */
+RELAY_API int relay_publish(const relay_message *m);
+
 RELAY_END_DECLS
 #endif

@@ -57,5 +57,9 @@ RELAY_API void relay_hash_hex(const void *data, size_t len, char out[65]);
 /* Constant-time equality of two buffers of LEN bytes.  (ABI 1.1) */
 RELAY_API bool relay_equal_ct(const void *a, const void *b, size_t len);
 
+/* The daemon's [server] data_dir, where a plugin keeps local files (keys).
+ * (ABI 1.2) */
+RELAY_API const char *relay_data_dir(void);
+
 RELAY_END_DECLS
 #endif
