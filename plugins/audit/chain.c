@@ -1,0 +1,312 @@
+/* chain.c - appending to a tenant's hash chain, signing its head, and
+ * checking it.
+ *
+ * entry.hash = SHA-256("relay-audit-v1\n" prev_hash "\n" SHA-256(body)),
+ * with prev_hash of the first entry all zeros.  Hashing the body's digest
+ * rather than the body lets a bundle leave an entry out (redact it) and
+ * still prove the chain around it. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "audit.h"
+
+static bool is_pgsql(relay_db *db) { return strcmp(relay_db_dialect(db), "pgsql") == 0; }
+
+/* Locks TENANT's head row for this transaction and reads it. */
+static int head_lock(relay_db *db, const char *tenant, int64_t *seq, char hash[65], int64_t *checkpoint_seq)
+{
+        int rc = relay_db_exec(db, NULL,
+                               "INSERT INTO audit_heads (tenant, seq, hash) VALUES (?, 0, ?) ON CONFLICT (tenant) "
+                               "DO NOTHING",
+                               "ss", tenant, AUDIT_ZERO_HASH);
+        if (rc != RELAY_DB_OK)
+                return rc;
+        relay_db_result *r;
+        rc = relay_db_query(db, &r,
+                            is_pgsql(db)
+                                    ? "SELECT seq, hash, checkpoint_seq FROM audit_heads WHERE tenant = ? FOR UPDATE"
+                                    : "SELECT seq, hash, checkpoint_seq FROM audit_heads WHERE tenant = ?",
+                            "s", tenant);
+        if (rc == RELAY_DB_OK && relay_db_next(r)) {
+                *seq = relay_db_int(r, 0);
+                snprintf(hash, 65, "%s", relay_db_text(r, 1));
+                *checkpoint_seq = relay_db_int(r, 2);
+        } else if (rc == RELAY_DB_OK) {
+                rc = RELAY_DB_ERROR;
+        }
+        relay_db_free(r);
+        return rc;
+}
+
+static int already_recorded(relay_db *db, const audit_draft *d, bool *found)
+{
+        *found = false;
+        if (!d->event_id)
+                return RELAY_DB_OK;
+        relay_db_result *r;
+        int rc = relay_db_query(db, &r, "SELECT 1 FROM audit_entries WHERE tenant = ? AND event_id = ?", "ss",
+                                d->tenant, d->event_id);
+        *found = rc == RELAY_DB_OK && relay_db_rows(r) > 0;
+        relay_db_free(r);
+        return rc;
+}
+
+/* The canonical body: D's fields plus the chain's, compact, keys sorted. */
+static char *body_text(const audit_draft *d, const char *id, int64_t seq, int64_t now)
+{
+        char when[40];
+        json_t *b = json_deep_copy(d->body ? d->body : json_object());
+        if (!d->body) {
+                json_decref(b);
+                b = json_object();
+        }
+        json_object_set_new(b, "id", json_string(id));
+        json_object_set_new(b, "tenant", json_string(d->tenant));
+        json_object_set_new(b, "seq", json_integer(seq));
+        json_object_set_new(b, "time", json_string(relay_time_format(now, when, sizeof(when))));
+        json_object_set_new(b, "kind", json_string(d->kind));
+        json_object_set_new(b, "type", json_string(d->type));
+        json_object_set_new(b, "actor", d->actor ? json_string(d->actor) : json_null());
+        json_object_set_new(b, "target", d->target ? json_string(d->target) : json_null());
+        char *text = json_dumps(b, JSON_COMPACT | JSON_SORT_KEYS);
+        json_decref(b);
+        return text;
+}
+
+static int sign_checkpoint(relay_db *db, const char *tenant, int64_t seq, const char *hash)
+{
+        char stmt[256], sig[100];
+        int64_t now = relay_now_ms();
+        audit_checkpoint_statement(stmt, sizeof(stmt), tenant, seq, hash, now);
+        audit_sign(stmt, strlen(stmt), sig, sizeof(sig));
+        int rc = relay_db_exec(db, NULL,
+                               "INSERT INTO audit_checkpoints (tenant, seq, hash, time_ms, key_id, signature) "
+                               "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, seq) DO NOTHING",
+                               "sisiss", tenant, seq, hash, now, audit_signing_key.key_id, sig);
+        if (rc == RELAY_DB_OK)
+                rc = relay_db_exec(db, NULL,
+                                   "UPDATE audit_heads SET checkpoint_seq = ? WHERE tenant = ? AND checkpoint_seq < ?",
+                                   "isi", seq, tenant, seq);
+        return rc;
+}
+
+int audit_append(relay_db *db, const audit_draft *d)
+{
+        bool found;
+        int rc = already_recorded(db, d, &found);
+        if (rc != RELAY_DB_OK || found)
+                return rc;
+        int64_t seq, checkpoint_seq;
+        char prev[65];
+        if ((rc = head_lock(db, d->tenant, &seq, prev, &checkpoint_seq)) != RELAY_DB_OK)
+                return rc;
+        seq++;
+        char id[48], body_sha[65], hash[65];
+        relay_id_new("aud_", id, sizeof(id));
+        int64_t now = relay_now_ms();
+        char *body = body_text(d, id, seq, now);
+        if (!body)
+                return RELAY_DB_ERROR;
+        audit_sha256_hex(body, strlen(body), body_sha);
+        audit_entry_hash(prev, body_sha, hash);
+        rc = relay_db_exec(db, NULL,
+                           "INSERT INTO audit_entries (tenant, seq, id, time_ms, kind, type, actor, target, event_id,"
+                           " model, policy, body, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           "sisissssssssss", d->tenant, seq, id, now, d->kind, d->type, d->actor, d->target,
+                           d->event_id, d->model, d->policy, body, prev, hash);
+        free(body);
+        if (rc == RELAY_DB_OK)
+                rc = relay_db_exec(db, NULL, "UPDATE audit_heads SET seq = ?, hash = ? WHERE tenant = ?", "iss", seq,
+                                   hash, d->tenant);
+        int64_t every = relay_conf_int(audit_self, "checkpoint_every");
+        if (rc == RELAY_DB_OK && every > 0 && seq - checkpoint_seq >= every)
+                rc = sign_checkpoint(db, d->tenant, seq, hash);
+        if (rc == RELAY_DB_OK)
+                audit_stream_mark(d->tenant);
+        return rc;
+}
+
+int audit_checkpoint_at(relay_db *db, const char *tenant, int64_t seq, const char *hash)
+{
+        return sign_checkpoint(db, tenant, seq, hash);
+}
+
+void buf_add(buf_t *b, const void *data, size_t len)
+{
+        if (b->len + len + 1 > b->cap) {
+                size_t cap = b->cap ? b->cap * 2 : 4096;
+                while (cap < b->len + len + 1)
+                        cap *= 2;
+                char *d = realloc(b->data, cap);
+                if (!d)
+                        return;
+                b->data = d;
+                b->cap = cap;
+        }
+        memcpy(b->data + b->len, data, len);
+        b->len += len;
+        b->data[b->len] = '\0';
+}
+
+int audit_checkpoint(relay_db *db, const char *tenant)
+{
+        relay_db_result *r;
+        int rc = relay_db_query(db, &r, "SELECT seq, hash, checkpoint_seq FROM audit_heads WHERE tenant = ?", "s",
+                                tenant);
+        if (rc == RELAY_DB_OK && relay_db_next(r) && relay_db_int(r, 0) > relay_db_int(r, 2))
+                rc = sign_checkpoint(db, tenant, relay_db_int(r, 0), relay_db_text(r, 1));
+        relay_db_free(r);
+        return rc;
+}
+
+void audit_checkpoint_due(relay_db *db, bool force)
+{
+        (void)force;
+        relay_db_result *r;
+        if (relay_db_query(db, &r, "SELECT tenant, seq, hash FROM audit_heads WHERE seq > checkpoint_seq LIMIT 1000",
+                           "") != RELAY_DB_OK)
+                return;
+        if (relay_db_begin(db) != RELAY_DB_OK) {
+                relay_db_free(r);
+                return;
+        }
+        int rc = RELAY_DB_OK;
+        while (rc == RELAY_DB_OK && relay_db_next(r))
+                rc = sign_checkpoint(db, relay_db_text(r, 0), relay_db_int(r, 1), relay_db_text(r, 2));
+        relay_db_free(r);
+        if (rc == RELAY_DB_OK)
+                rc = relay_db_commit(db);
+        else
+                relay_db_rollback(db);
+        if (rc != RELAY_DB_OK)
+                relay_log(audit_self, RELAY_LOG_WARN, "cannot store checkpoints: %s", relay_db_errmsg(db));
+}
+
+/* ------------------------------------------------------------ verification */
+
+static bool column_matches(json_t *body, const char *field, const char *column)
+{
+        json_t *v = json_object_get(body, field);
+        if (!column)
+                return !v || json_is_null(v);
+        return json_is_string(v) && strcmp(json_string_value(v), column) == 0;
+}
+
+static bool bad(audit_verify_result *r, int64_t seq, const char *id, const char *why)
+{
+        r->ok = false;
+        r->bad_seq = seq;
+        snprintf(r->bad_id, sizeof(r->bad_id), "%s", id ? id : "?");
+        snprintf(r->message, sizeof(r->message), "entry %lld (%s): %s", (long long)seq, r->bad_id, why);
+        return false;
+}
+
+/* One stored row: seq, id, time_ms, kind, type, actor, target, body, prev_hash, hash. */
+static bool check_row(relay_db_result *r, int64_t want, const char *prev, audit_verify_result *res)
+{
+        int64_t seq = relay_db_int(r, 0);
+        const char *id = relay_db_text(r, 1), *body = relay_db_text(r, 7);
+        if (seq != want)
+                return bad(res, want, id, "missing (the sequence has a gap)");
+        if (strcmp(relay_db_text(r, 8), prev) != 0)
+                return bad(res, seq, id, "does not follow the entry before it (prev_hash differs)");
+        char body_sha[65], hash[65];
+        audit_sha256_hex(body, strlen(body), body_sha);
+        audit_entry_hash(prev, body_sha, hash);
+        if (strcmp(hash, relay_db_text(r, 9)) != 0)
+                return bad(res, seq, id, "its hash does not match its contents");
+        json_t *b = json_loads(body, 0, NULL);
+        char when[40];
+        bool same = b && json_integer_value(json_object_get(b, "seq")) == seq && column_matches(b, "id", id) &&
+                    column_matches(b, "time", relay_time_format(relay_db_int(r, 2), when, sizeof(when))) &&
+                    column_matches(b, "kind", relay_db_text(r, 3)) && column_matches(b, "type", relay_db_text(r, 4)) &&
+                    column_matches(b, "actor", relay_db_text(r, 5)) && column_matches(b, "target", relay_db_text(r, 6));
+        json_decref(b);
+        if (!same)
+                return bad(res, seq, id, "its columns differ from its hashed contents");
+        return true;
+}
+
+/* Checkpoint signatures, and each checkpoint's hash against the entry's. */
+static bool check_checkpoints(relay_db *db, const char *tenant, audit_verify_result *res)
+{
+        relay_db_result *r;
+        if (relay_db_query(db, &r,
+                           "SELECT c.seq, c.hash, c.time_ms, c.signature, e.hash, e.id FROM audit_checkpoints c "
+                           "LEFT JOIN audit_entries e ON e.tenant = c.tenant AND e.seq = c.seq WHERE c.tenant = ? "
+                           "ORDER BY c.seq",
+                           "s", tenant) != RELAY_DB_OK) {
+                snprintf(res->message, sizeof(res->message), "cannot read checkpoints");
+                return res->ok = false;
+        }
+        bool ok = true;
+        while (ok && relay_db_next(r)) {
+                int64_t seq = relay_db_int(r, 0);
+                char stmt[256];
+                audit_checkpoint_statement(stmt, sizeof(stmt), tenant, seq, relay_db_text(r, 1), relay_db_int(r, 2));
+                if (!audit_signature_ok(audit_signing_key.pk, stmt, strlen(stmt), relay_db_text(r, 3))) {
+                        ok = res->ok = false;
+                        snprintf(res->message, sizeof(res->message), "checkpoint at entry %lld: bad signature",
+                                 (long long)seq);
+                } else if (!relay_db_text(r, 4) || strcmp(relay_db_text(r, 4), relay_db_text(r, 1)) != 0) {
+                        ok = bad(res, seq, relay_db_text(r, 5), "differs from the signed checkpoint at that position");
+                } else {
+                        res->checkpoints++;
+                }
+        }
+        relay_db_free(r);
+        return ok;
+}
+
+int audit_verify_chain(relay_db *db, const char *tenant, audit_verify_result *res)
+{
+        memset(res, 0, sizeof(*res));
+        snprintf(res->key_id, sizeof(res->key_id), "%s", audit_signing_key.key_id);
+        char prev[65] = AUDIT_ZERO_HASH;
+        int64_t next = 1;
+        for (;;) {
+                relay_db_result *r;
+                int rc = relay_db_query(db, &r,
+                                        "SELECT seq, id, time_ms, kind, type, actor, target, body, prev_hash, hash "
+                                        "FROM audit_entries WHERE tenant = ? AND seq >= ? ORDER BY seq LIMIT 1000",
+                                        "si", tenant, next);
+                if (rc != RELAY_DB_OK)
+                        return rc;
+                size_t rows = relay_db_rows(r);
+                bool ok = true;
+                while (ok && relay_db_next(r)) {
+                        ok = check_row(r, next, prev, res);
+                        if (ok) {
+                                snprintf(prev, sizeof(prev), "%s", relay_db_text(r, 9));
+                                next++;
+                                res->entries++;
+                        }
+                }
+                relay_db_free(r);
+                if (!ok)
+                        return RELAY_DB_OK;
+                if (rows < 1000)
+                        break;
+        }
+        res->first_seq = res->entries ? 1 : 0;
+        res->last_seq = next - 1;
+        if (!check_checkpoints(db, tenant, res))
+                return RELAY_DB_OK;
+        /* the head must be the last entry: rows deleted from the end show here */
+        relay_db_result *h;
+        int rc = relay_db_query(db, &h, "SELECT seq, hash FROM audit_heads WHERE tenant = ?", "s", tenant);
+        if (rc != RELAY_DB_OK)
+                return rc;
+        bool head_ok = !relay_db_next(h)
+                               ? res->entries == 0
+                               : relay_db_int(h, 0) == res->last_seq && strcmp(relay_db_text(h, 1), prev) == 0;
+        relay_db_free(h);
+        if (!head_ok) {
+                bad(res, res->last_seq + 1, NULL, "missing: the chain's head lies beyond the last stored entry");
+                return RELAY_DB_OK;
+        }
+        res->ok = true;
+        snprintf(res->message, sizeof(res->message), "%lld entries, %lld signed checkpoints", (long long)res->entries,
+                 (long long)res->checkpoints);
+        return RELAY_DB_OK;
+}
