@@ -11,6 +11,7 @@ include plugins/users/module.mk
 include plugins/records/module.mk
 include plugins/policies/module.mk
 include plugins/sync/module.mk
+include plugins/audit/module.mk
 include plugins/webhooks/module.mk
 
 install-data-hook: install-plugin-dir
