@@ -15,6 +15,7 @@
 #include "sync.h"
 
 #define WAIT_FOR_OTHERS_MS 1000
+#define WAIT_FOR_SUBSCRIBERS_MS 100
 #define JOB_CONCURRENCY 16
 
 static int on_record(relay_plugin *p, const relay_event *ev, void *data)
@@ -40,7 +41,8 @@ static int on_record(relay_plugin *p, const relay_event *ev, void *data)
         sync_policies->free(set);
         if (matched && act.drop)
                 return RELAY_OK;
-        json_t *payload = json_pack("{s:s,s:s,s:s?}", "id", id, "causal", causal, "policy", matched ? policy : NULL);
+        json_t *payload = json_pack("{s:s,s:s,s:s?,s:I}", "id", id, "causal", causal, "policy", matched ? policy : NULL,
+                                    "seq", (json_int_t)ev->seq);
         relay_job_spec spec = {.size = sizeof(spec),
                                .tenant = ev->tenant,
                                .kind = SYNC_JOB_KIND,
@@ -62,6 +64,14 @@ static void run_sync(relay_plugin *p, relay_job *job, void *data)
         int64_t others = 0;
         if (!tenant || !id || !causal) {
                 relay_job_done(job, 0, "malformed record.sync job", 0);
+                return;
+        }
+        /* Other subscribers (webhooks) enqueue their jobs for the same event
+         * on their own schedule: until they all have seen it, "no other
+         * job pending" proves nothing. */
+        json_t *seq = json_object_get(relay_job_payload(job), "seq");
+        if (json_is_integer(seq) && !relay_event_settled(json_integer_value(seq))) {
+                relay_job_defer(job, WAIT_FOR_SUBSCRIBERS_MS, "waiting for event subscribers to see the change");
                 return;
         }
         if (relay_job_pending(db, tenant, id, SYNC_JOB_KIND, &others) != RELAY_DB_OK) {
