@@ -277,12 +277,13 @@ static void split_headers(buf *head, fetch_result *r)
         char *s = head->data, *out = head->data;
         r->head = head->data;
         while (s && *s) {
-                size_t n = strcspn(s, "\r\n");
+                /* measure the line break before the terminator overwrites
+                 * its first byte (OUT == S on the first line) */
+                size_t n = strcspn(s, "\r\n"), brk = strspn(s + n, "\r\n");
                 memmove(out, s, n);
                 out[n] = '\0';
                 out += n + 1;
-                s += n;
-                s += strspn(s, "\r\n");
+                s += n + brk;
         }
         r->head_len = s ? (size_t)(out - head->data) : 0;
 }
