@@ -92,13 +92,15 @@ static int sign_checkpoint(relay_db *db, const char *tenant, int64_t seq, const 
 
 int audit_append(relay_db *db, const audit_draft *d)
 {
+        /* the head first: a second daemon appending the same event waits
+         * here, then finds the first one's entry */
         bool found;
-        int rc = already_recorded(db, d, &found);
-        if (rc != RELAY_DB_OK || found)
-                return rc;
         int64_t seq, checkpoint_seq;
         char prev[65];
-        if ((rc = head_lock(db, d->tenant, &seq, prev, &checkpoint_seq)) != RELAY_DB_OK)
+        int rc = head_lock(db, d->tenant, &seq, prev, &checkpoint_seq);
+        if (rc == RELAY_DB_OK)
+                rc = already_recorded(db, d, &found);
+        if (rc != RELAY_DB_OK || found)
                 return rc;
         seq++;
         char id[48], body_sha[65], hash[65];
