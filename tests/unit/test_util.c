@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include "arena.h"
 #include "buf.h"
+#include "relay/http_client.h"
 #include "relay/util.h"
 #include "tap.h"
 
@@ -68,5 +69,39 @@ int main(void)
         char *s2 = arena_strdup(&ar, "again");
         is_str(s2, "again", "arena reusable after reset");
         arena_free(&ar);
+
+        /* the SSRF guard's idea of "public" */
+        static const char *const private_ips[] = {"127.0.0.1",
+                                                  "127.255.0.9",
+                                                  "10.1.2.3",
+                                                  "172.16.0.1",
+                                                  "172.31.255.255",
+                                                  "192.168.1.1",
+                                                  "169.254.169.254",
+                                                  "100.64.0.1",
+                                                  "0.0.0.0",
+                                                  "224.0.0.1",
+                                                  "255.255.255.255",
+                                                  "::1",
+                                                  "::",
+                                                  "fe80::1",
+                                                  "fc00::1",
+                                                  "fd12:3456::1",
+                                                  "::ffff:127.0.0.1",
+                                                  "::ffff:10.0.0.1",
+                                                  "64:ff9b::a00:1",
+                                                  "ff02::1",
+                                                  "198.18.0.1",
+                                                  "not-an-ip",
+                                                  "",
+                                                  "1.2.3.4.5"};
+        for (size_t i = 0; i < sizeof(private_ips) / sizeof(*private_ips); i++)
+                ok(!relay_ip_is_public(private_ips[i]), "%s is not public", private_ips[i]);
+        static const char *const public_ips[] = {
+                "8.8.8.8",        "1.1.1.1",         "172.32.0.1", "100.128.0.1", "2001:4860:4860::8888",
+                "::ffff:8.8.8.8", "64:ff9b::808:808"};
+        for (size_t i = 0; i < sizeof(public_ips) / sizeof(*public_ips); i++)
+                ok(relay_ip_is_public(public_ips[i]), "%s is public", public_ips[i]);
+        ok(!relay_ip_is_public(NULL), "NULL is not public");
         return tap_done();
 }
