@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <curl/curl.h>
 #include <sodium.h>
 #include "webhooks.h"
@@ -84,6 +85,13 @@ static url_check check_url(const char *url, const char **why, char ip[INET6_ADDR
                         *why = "url must not contain spaces or control characters";
                         return URL_BAD;
                 }
+        /* the scheme and "//" as written, then a host: curl would read
+         * "http:/x" and "http:///x" as http://x/ */
+        size_t pre = strncasecmp(url, "http://", 7) == 0 ? 7 : strncasecmp(url, "https://", 8) == 0 ? 8 : 0;
+        if (!pre || url[pre] == '/' || url[pre] == '\0') {
+                *why = pre ? "url must have a host" : "url must be an absolute http:// or https:// URL";
+                return URL_BAD;
+        }
         CURLU *u = curl_url();
         char *scheme = NULL, *host = NULL;
         url_check rc = URL_BAD;
