@@ -430,6 +430,11 @@ static void set_options(fetch *f, const relay_http_request *req)
         set_protocols(e);
         curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket);
         curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, f);
+        /* curl keeps connections for reuse, and a reused one never meets
+         * the guard: one opened without it must not outlive its exchange,
+         * or a later guarded fetch to the same host rides it */
+        if (req->allow_private)
+                curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
         curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
         curl_easy_setopt(e, CURLOPT_WRITEDATA, f);
         curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
