@@ -306,7 +306,9 @@ static int64_t retry_after_ms(const relay_http_response *res)
 
 static int classify(CURLcode rc, const fetch *f)
 {
-        if (f->blocked)
+        /* a refused address counts only if no other one answered: a name
+         * with a private and a public address connects to the public one */
+        if (f->blocked && rc != CURLE_OK)
                 return RELAY_HTTP_BLOCKED;
         switch (rc) {
         case CURLE_OK: return RELAY_HTTP_OK;
