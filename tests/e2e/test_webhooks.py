@@ -687,3 +687,25 @@ def test_ssrf_redirect_to_loopback_blocked(strict, receiver, path, tmp_path):
         assert d["outcome"] == "failed" and "127.0.0.1" in d["error"]
     finally:
         outer.stop()
+
+
+def test_ssrf_guard_not_bypassed_by_a_kept_alive_connection(rs_daemon, receiver, path):
+    """A connection opened while private targets were allowed must not
+    carry a delivery after a reload that forbids them (curl keeps
+    connections for reuse, and a reused one never meets the guard)."""
+    env = rs_daemon(sections())
+    t = env.new_tenant()
+    ep = create(env, t.admin, "http://localhost:%d%s" % (receiver.port, path)).body
+    record(env, t)
+    receiver.wait_requests(path, 1)
+    wait_job(env, t, "done")
+    env.d.sections["webhooks"]["allow_private_targets"] = "false"
+    env.d.write_config()
+    env.d.send_signal(signal.SIGHUP)
+    env.d.wait_log("reload")
+    time.sleep(0.3)
+    record(env, t, 1)
+    jobs = wait_for(lambda: [j for j in jobs_of(env, t) if j["state"] in ("done", "dead")][1:] and jobs_of(env, t), 10)
+    assert jobs, jobs_of(env, t)
+    assert len(receiver.requests(path)) == 1, "delivered to loopback after allow_private_targets was turned off"
+    assert deliveries(env, t.admin, ep["id"]).body["deliveries"][0]["outcome"] == "failed"
