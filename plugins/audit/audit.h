@@ -69,8 +69,6 @@ void audit_capture_stop(relay_plugin *p);
 
 /* ------------------------------------------------------------ stream.c */
 
-/* Streams waiting on the control thread's publisher (atomic). */
-extern int audit_stream_subscribers;
 int audit_stream_register(relay_plugin *p);
 /* Control thread: publishes entries appended since the last call. */
 void audit_stream_publish(relay_db *db, bool all_tenants);

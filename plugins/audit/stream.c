@@ -9,11 +9,10 @@
  * every entry once and in order.  The control thread finds new entries by
  * comparing audit_heads with what it published, which also picks up
  * entries other daemons of a shared database appended. */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include "audit.h"
-
-int audit_stream_subscribers;
 
 typedef struct stream_state {
         char tenant[64];
@@ -21,8 +20,12 @@ typedef struct stream_state {
         int64_t last;
 } stream_state;
 
-/* Control thread: tenant -> last seq published, and tenants with new entries. */
+/* Control thread: tenant -> last seq published, and tenants with new
+ * entries.  Only tenants with open streams are published. */
 static json_t *published, *dirty;
+/* Tenants with open streams (tenant -> count), shared with the workers. */
+static pthread_mutex_t listeners_lock = PTHREAD_MUTEX_INITIALIZER;
+static json_t *listeners;
 
 void audit_stream_mark(const char *tenant)
 {
@@ -35,6 +38,10 @@ void audit_stream_free(void)
 {
         json_decref(published), json_decref(dirty);
         published = dirty = NULL;
+        pthread_mutex_lock(&listeners_lock);
+        json_decref(listeners);
+        listeners = NULL;
+        pthread_mutex_unlock(&listeners_lock);
 }
 
 /* The entry as the API shows it: the hashed body plus its chain links,
@@ -91,34 +98,50 @@ static void publish_tenant(relay_db *db, const char *tenant, int64_t head)
         json_object_set_new(published, tenant, json_integer(from));
 }
 
+static void listen_change(const char *tenant, int delta)
+{
+        pthread_mutex_lock(&listeners_lock);
+        if (!listeners)
+                listeners = json_object();
+        json_int_t n = json_integer_value(json_object_get(listeners, tenant)) + delta;
+        if (n > 0)
+                json_object_set_new(listeners, tenant, json_integer(n));
+        else
+                json_object_del(listeners, tenant);
+        pthread_mutex_unlock(&listeners_lock);
+}
+
+/* A copy of the listening tenants' names, for the control thread. */
+static json_t *listening(void)
+{
+        pthread_mutex_lock(&listeners_lock);
+        json_t *copy = listeners ? json_copy(listeners) : json_object();
+        pthread_mutex_unlock(&listeners_lock);
+        return copy;
+}
+
+static void publish_head(relay_db *db, const char *tenant)
+{
+        relay_db_result *r;
+        if (relay_db_query(db, &r, "SELECT seq FROM audit_heads WHERE tenant = ?", "s", tenant) == RELAY_DB_OK &&
+            relay_db_next(r))
+                publish_tenant(db, tenant, relay_db_int(r, 0));
+        relay_db_free(r);
+}
+
 void audit_stream_publish(relay_db *db, bool all_tenants)
 {
         if (!published)
                 published = json_object();
-        if (__atomic_load_n(&audit_stream_subscribers, __ATOMIC_ACQUIRE) == 0) {
-                json_object_clear(published); /* nobody listens: start afresh when someone does */
-                json_object_clear(dirty);
-                return;
-        }
-        relay_db_result *r;
-        int rc;
-        if (all_tenants) {
-                rc = relay_db_query(db, &r, "SELECT tenant, seq FROM audit_heads", "");
-                if (rc == RELAY_DB_OK)
-                        while (relay_db_next(r))
-                                publish_tenant(db, relay_db_text(r, 0), relay_db_int(r, 1));
-                relay_db_free(r);
-        } else if (dirty && json_object_size(dirty) > 0) {
-                const char *tenant;
-                json_t *v;
-                json_object_foreach(dirty, tenant, v)
-                {
-                        rc = relay_db_query(db, &r, "SELECT seq FROM audit_heads WHERE tenant = ?", "s", tenant);
-                        if (rc == RELAY_DB_OK && relay_db_next(r))
-                                publish_tenant(db, tenant, relay_db_int(r, 0));
-                        relay_db_free(r);
-                }
-        }
+        json_t *want = listening();
+        const char *tenant;
+        json_t *v;
+        void *tmp;
+        json_object_foreach_safe(published, tmp, tenant, v) if (!json_object_get(want, tenant))
+                json_object_del(published, tenant); /* nobody listens: start afresh when someone does */
+        json_object_foreach(want, tenant, v) if (all_tenants || (dirty && json_object_get(dirty, tenant)))
+                publish_head(db, tenant); /* all: also entries other daemons appended */
+        json_decref(want);
         if (dirty)
                 json_object_clear(dirty);
 }
@@ -184,8 +207,9 @@ static void on_message(relay_sse *sse, const relay_message *m, void *data)
 
 static void on_close(relay_sse *sse, void *data)
 {
-        __atomic_sub_fetch(&audit_stream_subscribers, 1, __ATOMIC_ACQ_REL);
-        free(data);
+        stream_state *st = data;
+        listen_change(st->tenant, -1);
+        free(st);
 }
 
 static bool parse_seq(const char *s, int64_t *out)
@@ -237,7 +261,7 @@ static int get_stream(relay_req *req)
                 free(st);
                 return RELAY_ERR;
         }
-        __atomic_add_fetch(&audit_stream_subscribers, 1, __ATOMIC_ACQ_REL);
+        listen_change(tenant, +1);
         relay_sse_on_close(sse, on_close, st);
         char channel[96];
         snprintf(channel, sizeof(channel), "audit/%s", tenant);
