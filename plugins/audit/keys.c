@@ -28,6 +28,9 @@ static int key_create(relay_plugin *p, const char *path)
         crypto_sign_keypair(audit_signing_key.pk, audit_signing_key.sk);
         char b64[sodium_base64_ENCODED_LEN(64, sodium_base64_VARIANT_ORIGINAL)];
         sodium_bin2base64(b64, sizeof(b64), audit_signing_key.sk, 64, sodium_base64_VARIANT_ORIGINAL);
+        const char *f = relay_conf_string(p, "signing_key_file");
+        if (!(f && *f))
+                mkdir(relay_data_dir(), 0750); /* the default place: data_dir may not exist yet (PostgreSQL) */
         int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
         if (fd < 0) {
                 relay_log(p, RELAY_LOG_ERROR, "cannot create the signing key %s: %s", path, strerror(errno));
