@@ -198,8 +198,8 @@ static bool bad(audit_verify_result *r, int64_t seq, const char *id, const char 
 {
         r->ok = false;
         r->bad_seq = seq;
-        snprintf(r->bad_id, sizeof(r->bad_id), "%s", id ? id : "?");
-        snprintf(r->message, sizeof(r->message), "entry %lld (%s): %s", (long long)seq, r->bad_id, why);
+        snprintf(r->bad_id, sizeof(r->bad_id), "%s", id ? id : ""); /* "": not known (a missing entry) */
+        snprintf(r->message, sizeof(r->message), "entry %lld (%s): %s", (long long)seq, id ? id : "?", why);
         return false;
 }
 
@@ -208,8 +208,8 @@ static bool check_row(relay_db_result *r, int64_t want, const char *prev, audit_
 {
         int64_t seq = relay_db_int(r, 0);
         const char *id = relay_db_text(r, 1), *body = relay_db_text(r, 7);
-        if (seq != want)
-                return bad(res, want, id, "missing (the sequence has a gap)");
+        if (seq != want) /* ID is the entry after the gap's: the missing one's is not known */
+                return bad(res, want, NULL, "missing (the sequence has a gap)");
         if (strcmp(relay_db_text(r, 8), prev) != 0)
                 return bad(res, seq, id, "does not follow the entry before it (prev_hash differs)");
         char body_sha[65], hash[65];

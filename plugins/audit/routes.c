@@ -222,7 +222,8 @@ static int get_event(relay_req *req)
 json_t *audit_verify_json(const audit_verify_result *v)
 {
         json_t *bad = v->ok || !v->bad_seq ? json_null()
-                                           : json_pack("{s:I,s:s}", "seq", (json_int_t)v->bad_seq, "id", v->bad_id);
+                                           : json_pack("{s:I,s:s?}", "seq", (json_int_t)v->bad_seq, "id",
+                                                       v->bad_id[0] ? v->bad_id : NULL);
         return json_pack("{s:b,s:I,s:I,s:I,s:o,s:s,s:s}", "valid", v->ok, "entries", (json_int_t)v->entries, "redacted",
                          (json_int_t)v->redacted, "checkpoints", (json_int_t)v->checkpoints, "first_bad", bad,
                          "message", v->message, "key_id", v->key_id);

@@ -156,9 +156,9 @@ typedef struct chain_pos {
 static bool bad_entry(audit_verify_result *r, int64_t seq, const char *id, const char *why)
 {
         r->bad_seq = seq;
-        snprintf(r->bad_id, sizeof(r->bad_id), "%s", id ? id : "?");
+        snprintf(r->bad_id, sizeof(r->bad_id), "%s", id ? id : ""); /* "": not known (a missing entry) */
         char msg[200];
-        snprintf(msg, sizeof(msg), "entry %lld (%s): %s", (long long)seq, r->bad_id, why);
+        snprintf(msg, sizeof(msg), "entry %lld (%s): %s", (long long)seq, id ? id : "?", why);
         return fail(r, msg);
 }
 
@@ -173,8 +173,8 @@ static bool check_line(json_t *line, const char *prev, int64_t want_seq, chain_p
         json_t *body = json_object_get(line, "body");
         if (!json_is_integer(json_object_get(line, "seq")) || !hash || !prev_hash || !body_sha)
                 return bad_entry(r, want_seq, id, "malformed line");
-        if (seq != want_seq)
-                return bad_entry(r, want_seq, id, "missing or out of order (sequence numbers must follow)");
+        if (seq != want_seq) /* ID is this line's, not the missing entry's */
+                return bad_entry(r, want_seq, NULL, "missing or out of order (sequence numbers must follow)");
         if (strcmp(prev_hash, prev) != 0)
                 return bad_entry(r, seq, id, "does not follow the entry before it (prev_hash differs)");
         char computed[65];
