@@ -325,6 +325,7 @@ static int classify(CURLcode rc, const fetch *f)
         case CURLE_SSL_CERTPROBLEM:
         case CURLE_SSL_CIPHER:
         case CURLE_SSL_CACERT_BADFILE: return RELAY_HTTP_TLS;
+        case CURLE_TOO_MANY_REDIRECTS: return RELAY_HTTP_REDIRECTS;
         default: return RELAY_HTTP_FAILED;
         }
 }
@@ -429,6 +430,9 @@ static void set_options(fetch *f, const relay_http_request *req)
         curl_easy_setopt(e, CURLOPT_URL, req->url);
         curl_easy_setopt(e, CURLOPT_PRIVATE, f);
         curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+        /* No proxy from the environment (http_proxy...): behind a proxy the
+         * SSRF guard would vet the proxy's address, not the destination's. */
+        curl_easy_setopt(e, CURLOPT_PROXY, "");
         set_protocols(e);
         curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket);
         curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, f);

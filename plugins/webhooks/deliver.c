@@ -146,8 +146,7 @@ static verdict judge(const relay_http_response *res, char *why, size_t why_len, 
         snprintf(why, why_len, "%s", res->error_text ? res->error_text : "the request failed");
         if (res->error == RELAY_HTTP_BLOCKED)
                 return OUT_FAIL;
-        /* curl's CURLE_TOO_MANY_REDIRECTS: the redirects ran out, a 3xx is the answer */
-        if (res->error == RELAY_HTTP_FAILED && res->error_text && strstr(res->error_text, "redirect"))
+        if (res->error == RELAY_HTTP_REDIRECTS) /* the redirects ran out: a 3xx is the answer */
                 return OUT_FAIL;
         return OUT_RETRY; /* timeout, connection, TLS, protocol: may pass next time */
 }

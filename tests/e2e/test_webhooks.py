@@ -422,6 +422,19 @@ def test_4xx_is_not_retried(env, receiver, path):
     assert (d["outcome"], d["status_code"], d["response_excerpt"]) == ("failed", 400, "bad payload")
 
 
+def test_redirect_loop_fails_without_retry(env, receiver, path):
+    """A receiver that keeps redirecting (past [webhooks] max_redirects, 3)
+    gives a 3xx as its answer: failed for good, like any other refusal."""
+    t = env.new_tenant()
+    create(env, t.admin, receiver.url(path))
+    receiver.script(path, [{"status": 307, "headers": {"Location": receiver.url(path)}}])
+    record(env, t)
+    [job] = wait_job(env, t, "dead")
+    assert job["attempts"] == 1, job
+    assert "redirect" in job["last_error"].lower(), job
+    assert len(receiver.requests(path)) == 4  # the first request and three redirects, once
+
+
 def test_dead_letter_after_max_attempts(env, receiver, path):
     t = env.new_tenant()
     ep = create(env, t.admin, receiver.url(path)).body

@@ -9,7 +9,9 @@
  * a loopback, private, link-local, shared (100.64/10), multicast or
  * unspecified address is refused when the socket is opened, so the check
  * applies to the address actually resolved and to every redirect hop.
- * Only http:// and https:// are spoken, redirects included.  (ABI 1.2) */
+ * Only http:// and https:// are spoken, redirects included.  Proxy
+ * variables of the environment are ignored (the guard would see the
+ * proxy, not the destination).  (ABI 1.2) */
 #ifndef RELAY_HTTP_CLIENT_H
 #define RELAY_HTTP_CLIENT_H
 
@@ -41,7 +43,8 @@ typedef enum {
         RELAY_HTTP_BLOCKED = 3,   /* the destination is private/loopback and not allowed */
         RELAY_HTTP_TLS = 4,       /* handshake or certificate failure */
         RELAY_HTTP_CANCELLED = 5, /* the daemon is stopping */
-        RELAY_HTTP_FAILED = 6     /* anything else (bad URL, protocol error) */
+        RELAY_HTTP_FAILED = 6,    /* anything else (bad URL, protocol error) */
+        RELAY_HTTP_REDIRECTS = 7  /* more redirects than max_redirects (ABI 1.2) */
 } relay_http_error;
 
 typedef struct relay_http_response {
