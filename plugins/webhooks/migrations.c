@@ -9,7 +9,9 @@
  *   webhooks_pending    one row per delivery job not finished for good,
  *                       so a job waits while an earlier event of the same
  *                       record is pending for the same endpoint.
- *   webhooks_attempts   the delivery log: one row per attempt. */
+ *   webhooks_attempts   the delivery log: one row per attempt.
+ * Messages and attempts older than [webhooks] keep_messages are purged
+ * (webhooks.c). */
 #include "webhooks.h"
 
 const relay_migration webhooks_migrations[] = {
@@ -29,5 +31,10 @@ const relay_migration webhooks_migrations[] = {
          " attempt INTEGER NOT NULL, status_code INTEGER, outcome TEXT NOT NULL, error TEXT,"
          " latency_ms BIGINT NOT NULL, response_excerpt TEXT, created_ms BIGINT NOT NULL);"
          "CREATE INDEX webhooks_attempts_endpoint ON webhooks_attempts (tenant, endpoint_id, id);",
+         NULL, NULL},
+        /* retention (keep_messages): purges by age */
+        {2,
+         "CREATE INDEX webhooks_messages_age ON webhooks_messages (created_ms);"
+         "CREATE INDEX webhooks_attempts_age ON webhooks_attempts (created_ms);",
          NULL, NULL},
         {0, NULL, NULL, NULL}};

@@ -30,6 +30,8 @@ static int init(relay_plugin *p)
         relay_conf_declare(p, "secret_key_file", RELAY_CONF_STRING, "",
                            "key sealing the signing secrets (default DATA_DIR/webhooks.key, made on first start)");
         relay_conf_declare(p, "max_retry_after", RELAY_CONF_DURATION, "1h", "longest Retry-After honoured");
+        relay_conf_declare(p, "keep_messages", RELAY_CONF_DURATION, "30d",
+                           "messages (for resends) and the delivery log are kept this long");
         relay_error_style(p, RELAY_ERRORS_OBJECT);
         if (relay_rate_limit(p, NULL, 120) || relay_migrations(p, webhooks_migrations) || wh_endpoints_register(p) ||
             wh_log_register(p) || wh_fanout_register(p) || wh_deliver_register(p))
@@ -37,11 +39,45 @@ static int init(relay_plugin *p)
         return RELAY_OK;
 }
 
-static int start(relay_plugin *p) { return wh_key_load(p); }
+static relay_timer *purge_timer;
+
+/* Old messages and delivery log rows go, a bounded batch at a time. */
+static void purge(relay_plugin *p, void *data)
+{
+        (void)data;
+        relay_db *db = relay_plugin_db(p);
+        int64_t before = relay_now_ms() - (int64_t)relay_conf_duration_ms(p, "keep_messages");
+        int64_t gone = 0, n = 0;
+        const char *tables[] = {"webhooks_messages", "webhooks_attempts"};
+        for (size_t i = 0; i < 2; i++) {
+                char sql[200];
+                snprintf(sql, sizeof(sql), "DELETE FROM %s WHERE created_ms < ?", tables[i]);
+                if (relay_db_exec(db, &n, sql, "i", before) == RELAY_DB_OK)
+                        gone += n;
+                else
+                        relay_log(p, RELAY_LOG_WARN, "cannot purge %s: %s", tables[i], relay_db_errmsg(db));
+        }
+        if (gone)
+                relay_log(p, RELAY_LOG_INFO, "purged %lld messages and log rows older than keep_messages",
+                          (long long)gone);
+}
+
+static int start(relay_plugin *p)
+{
+        if (wh_key_load(p) != RELAY_OK)
+                return RELAY_ERR;
+        uint64_t keep = relay_conf_duration_ms(p, "keep_messages"), every = keep / 2;
+        if (every > 3600 * 1000)
+                every = 3600 * 1000; /* hourly, or twice per keep_messages when that is shorter */
+        purge_timer = relay_timer_start(p, 1000, every ? every : 1, purge, NULL);
+        return purge_timer ? RELAY_OK : RELAY_ERR;
+}
 
 static void stop(relay_plugin *p)
 {
         (void)p;
+        relay_timer_stop(purge_timer);
+        purge_timer = NULL;
         wh_key_forget();
 }
 

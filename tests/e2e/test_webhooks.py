@@ -616,6 +616,22 @@ def test_tenants_are_isolated_on_every_route(env, receiver, path):
     assert len(receiver.requests(path)) == 1 and receiver.requests(path + "-b") == []
 
 
+def test_old_messages_and_log_are_purged(rs_daemon, receiver, path):
+    """[webhooks] keep_messages: past it a message can no longer be re-sent
+    and its delivery log rows are gone."""
+    env = rs_daemon(sections(keep_messages="2s"))
+    t = env.new_tenant()
+    ep = create(env, t.admin, receiver.url(path)).body
+    record(env, t)
+    [req] = receiver.wait_requests(path, 1)
+    msg = req["headers"]["webhook-id"]
+    env.wait_for(lambda: len(deliveries(env, t.admin, ep["id"]).body["deliveries"]) == 1)
+    env.wait_for(lambda: deliveries(env, t.admin, ep["id"]).body["deliveries"] == [], timeout=6)
+    r = env.api("POST", "/v1/webhooks/%s/resend" % ep["id"], {"message_id": msg}, key=t.admin)
+    assert r.status == 404 and r.error_code() == "webhook.message_not_found", r
+    assert int(env.storage.scalar("SELECT COUNT(*) FROM webhooks_messages WHERE id = '%s'" % msg)) == 0
+
+
 # ================================================================ restart
 
 def test_sigkill_mid_delivery_loses_nothing(rs_daemon, receiver, path):
