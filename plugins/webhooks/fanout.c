@@ -63,7 +63,11 @@ static bool matches(const char *events, const char *type)
         return hit;
 }
 
-static int store_message(relay_db *db, const relay_event *ev, const char *order_key)
+/* Stores the event's message.  *FRESH is false when it was there already:
+ * the message and its jobs commit together (one savepoint per event), so
+ * another daemon of a shared database (or an earlier delivery of the
+ * event) has queued the jobs. */
+static int store_message(relay_db *db, const relay_event *ev, const char *order_key, bool *fresh)
 {
         char when[40];
         json_t *doc = json_pack("{s:s,s:s,s:O}", "type", ev->type, "timestamp",
@@ -73,12 +77,13 @@ static int store_message(relay_db *db, const relay_event *ev, const char *order_
         json_decref(doc);
         if (!body)
                 return RELAY_DB_ERROR;
-        /* an event handed over again (its first fan-out rolled back) finds its message */
-        int rc = relay_db_exec(db, NULL,
+        int64_t added = 0;
+        int rc = relay_db_exec(db, &added,
                                "INSERT INTO webhooks_messages (tenant, id, type, body, order_key, seq, created_ms)"
                                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, id) DO NOTHING",
                                "sssssii", ev->tenant, ev->id, ev->type, body, order_key, ev->seq, ev->created_ms);
         free(body);
+        *fresh = added > 0;
         return rc;
 }
 
@@ -94,18 +99,18 @@ static int on_event(relay_plugin *p, const relay_event *ev, void *data)
         if (rc != RELAY_DB_OK)
                 return RELAY_ERR; /* handed over again later */
         const char *record = json_string_value(json_object_get(ev->payload, "id"));
-        bool stored = false;
-        while (rc == RELAY_DB_OK && relay_db_next(r)) {
+        bool stored = false, fresh = true;
+        while (rc == RELAY_DB_OK && fresh && relay_db_next(r)) {
                 if (!matches(relay_db_text(r, 1), ev->type))
                         continue;
                 const char *endpoint = relay_db_text(r, 0);
                 const char *key = record && *record ? record : endpoint;
                 if (!stored) {
                         /* the message's own order key: the record, or "" for per-endpoint order */
-                        rc = store_message(db, ev, record && *record ? record : "");
+                        rc = store_message(db, ev, record && *record ? record : "", &fresh);
                         stored = rc == RELAY_DB_OK;
                 }
-                if (rc == RELAY_DB_OK)
+                if (rc == RELAY_DB_OK && fresh)
                         rc = wh_enqueue(db, ev->tenant, endpoint, ev->id, key, ev->seq, NULL);
         }
         relay_db_free(r);

@@ -632,6 +632,27 @@ def test_old_messages_and_log_are_purged(rs_daemon, receiver, path):
     assert int(env.storage.scalar("SELECT COUNT(*) FROM webhooks_messages WHERE id = '%s'" % msg)) == 0
 
 
+def test_two_daemons_on_one_database_deliver_each_event_once(engine, rs_daemon, receiver, path, tmp_path):
+    """Many daemons on one PostgreSQL database (sharing secret_key_file, as
+    documented): each daemon's outbox subscriber sees every event, and
+    exactly one of them queues its deliveries (the message row and the
+    jobs commit together)."""
+    if engine != "pgsql":
+        pytest.skip("several daemons share a database on PostgreSQL")
+    key_file = str(tmp_path / "shared-webhooks.key")
+    one = rs_daemon(sections(secret_key_file=key_file))
+    two = rs_daemon(sections(secret_key_file=key_file))
+    t = one.new_tenant()
+    create(one, t.admin, receiver.url(path))
+    ids = [record(one if i % 2 else two, t, i)["id"] for i in range(6)]
+    receiver.wait_requests(path, 6, timeout=15)
+    time.sleep(1.0)  # both daemons' dispatchers have run several times since
+    reqs = receiver.requests(path)
+    assert sorted(json.loads(r["body"])["data"]["id"] for r in reqs) == sorted(ids)
+    assert len({r["headers"]["webhook-id"] for r in reqs}) == 6
+    assert len(jobs_of(one, t)) == 6
+
+
 # ================================================================ restart
 
 def test_sigkill_mid_delivery_loses_nothing(rs_daemon, receiver, path):
