@@ -37,11 +37,15 @@ static int sse_write(relay_sse *sse, const char *data, size_t len)
         if (!sse || !sse->open)
                 return RELAY_ERR;
         conn *c = sse->req->c;
-        if (c->write_queued + c->out.len + len > settings_current()->stream_buffer) {
+        /* The bound is on what waits behind unread data: a message larger
+         * than the buffer still goes out on a connection that has caught
+         * up, else one big message would cut off every stream forever. */
+        size_t waiting = c->write_queued + c->out.len;
+        if (waiting > 0 && waiting + len > settings_current()->stream_buffer) {
                 relay_req_log(
                         sse->req, RELAY_LOG_WARN,
                         "SSE client not reading: cut off (%zu bytes would be unsent; [limits] stream_buffer is %llu)",
-                        c->write_queued + c->out.len + len, (unsigned long long)settings_current()->stream_buffer);
+                        waiting + len, (unsigned long long)settings_current()->stream_buffer);
                 conn_close(c);
                 return RELAY_ERR;
         }

@@ -77,6 +77,9 @@ void audit_stream_free(void);
 
 /* ------------------------------------------------------------ routes */
 
+/* Is T an event type or a pattern the filters take ("record.synced",
+ * "record.*", "*")? */
+bool audit_type_pattern_ok(const char *t);
 /* GET /v1/audit, /v1/audit/events and events/:id, key, verify */
 int audit_routes_register(relay_plugin *p);
 int audit_bundles_register(relay_plugin *p); /* the evidence bundle routes */

@@ -22,7 +22,7 @@ typedef struct filters {
         long limit;
 } filters;
 
-static bool type_pattern_ok(const char *t)
+bool audit_type_pattern_ok(const char *t)
 {
         size_t n = strlen(t);
         if (n == 0 || n > 64)
@@ -79,7 +79,7 @@ static int read_filters(relay_req *req, filters *f)
         const char *type = relay_query(req, "type");
         if (f->kind && strcmp(f->kind, "event") != 0 && strcmp(f->kind, "request") != 0)
                 return relay_error(req, 400, "invalid_kind", "kind must be event or request"), RELAY_ERR;
-        if (type && !type_pattern_ok(type))
+        if (type && !audit_type_pattern_ok(type))
                 return relay_error(req, 400, "invalid_type", "type must be an event type or a pattern like record.*"),
                        RELAY_ERR;
         if (type && strcmp(type, "*") != 0)
@@ -187,9 +187,11 @@ static json_t *receipt(relay_db *db, const char *tenant, int64_t seq, const char
         audit_receipt_statement(stmt, sizeof(stmt), tenant, seq, hash);
         audit_sign(stmt, strlen(stmt), sig, sizeof(sig));
         audit_sha256_hex(body, strlen(body), body_sha);
-        return json_pack("{s:s,s:I,s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:o}", "entry_id", id, "seq", (json_int_t)seq,
-                         "hash", hash, "prev_hash", prev, "body_sha256", body_sha, "algorithm", "ed25519", "key_id",
-                         audit_signing_key.key_id, "public_key", audit_signing_key.pk_b64, "statement", stmt,
+        /* "body": the exact bytes hashed, so a client can check the chain
+         * without re-serialising the entry (JSON writers differ on reals) */
+        return json_pack("{s:s,s:I,s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:o}", "entry_id", id, "seq", (json_int_t)seq,
+                         "hash", hash, "prev_hash", prev, "body", body, "body_sha256", body_sha, "algorithm", "ed25519",
+                         "key_id", audit_signing_key.key_id, "public_key", audit_signing_key.pk_b64, "statement", stmt,
                          "signature", sig, "checkpoint", latest_checkpoint(db, tenant, seq));
 }
 

@@ -243,8 +243,8 @@ static int get_stream(relay_req *req)
         if (resume && !parse_seq(resume, &last))
                 return relay_error(req, 400, "invalid_last_event_id",
                                    "Last-Event-ID must be the id (a sequence number) of an entry this stream sent");
-        if (type && (strlen(type) == 0 || strlen(type) >= 64))
-                return relay_error(req, 400, "invalid_type", "type must be an event type or pattern (record.*)");
+        if (type && !audit_type_pattern_ok(type))
+                return relay_error(req, 400, "invalid_type", "type must be an event type or a pattern like record.*");
         if (!resume) { /* a new client starts at the present */
                 int rc = head_of(relay_db_of(req), tenant, &last);
                 if (rc != RELAY_DB_OK)

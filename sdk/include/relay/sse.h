@@ -4,7 +4,8 @@
  * connection; the handler returns RELAY_ASYNC.  Sends are buffered up to the
  * daemon's [limits] stream_buffer: a client that does not read is cut off
  * (the close callback runs), so a slow consumer never grows memory without
- * bound.  All calls belong to the worker thread that owns the request. */
+ * bound.  (A single message larger than the buffer is still sent when
+ * nothing else is waiting.)  All calls belong to the worker thread that owns the request. */
 #ifndef RELAY_SSE_H
 #define RELAY_SSE_H
 
