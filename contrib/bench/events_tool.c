@@ -2,7 +2,7 @@
  * three modes, plain epoll, one thread each, no dependencies.
  *
  *   events_tool sub  -u URL -n CONNS [-H HDR]... [-k KEY] [-K KEY2] [-E EVENT]
- *                    [-P PROGRESS] [-e TOTAL] [-t TIMEOUT]
+ *                    [-P PROGRESS] [-e TOTAL] [-t TIMEOUT] [-Q]
  *       CONNS Server-Sent Events subscribers of URL (GET, keep-alive, chunked
  *       or not).  Counts the events (a blank line after data: lines; EVENT:
  *       only events of that name) of each subscriber, and for each event the
@@ -11,6 +11,8 @@
  *       subscriber has its 200 answer, then every 100 ms
  *       "progress EVENTS FIRST_NS LAST_NS".  Stops when TOTAL events arrived
  *       (all subscribers together), on SIGTERM/SIGINT, or after TIMEOUT s.
+ *       -Q: TCP_QUICKACK after every read, so the subscriber never delays
+ *       its ACKs (a server that leaves Nagle on then does not wait for them).
  *
  *   events_tool recv -l PORT [-k KEY] [-K KEY2] [-P PROGRESS] [-R REPORT]
  *                    [-D DUMP] [-t TIMEOUT]
@@ -442,6 +444,7 @@ typedef struct {
 } subconn;
 
 static const char *sub_key, *sub_key2, *sub_event;
+static int sub_quickack;
 static samples sub_lat, sub_lat2;
 static long sub_total;
 static int64_t sub_first, sub_last;
@@ -514,8 +517,9 @@ static int cmd_sub(int argc, char **argv)
         double timeout = 3600;
         char *hdrs[64];
         int opt;
-        while ((opt = getopt(argc, argv, "u:n:H:k:K:E:P:e:t:")) != -1) {
+        while ((opt = getopt(argc, argv, "u:n:H:k:K:E:P:e:t:Q")) != -1) {
                 switch (opt) {
+                case 'Q': sub_quickack = 1; break;
                 case 'u': url = optarg; break;
                 case 'n': n = atoi(optarg); break;
                 case 'H':
@@ -613,6 +617,10 @@ static int cmd_sub(int argc, char **argv)
                                         c->state = 3;
                                         close(c->fd);
                                         break;
+                                }
+                                if (sub_quickack) {
+                                        int one = 1;
+                                        setsockopt(c->fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
                                 }
                                 if (c->state == 1) {
                                         buf_add(&c->in, rbuf, (size_t)r);
@@ -745,7 +753,7 @@ static void recv_reset(const char *report)
                         rename(tmp, report);
                 }
         }
-        recv_requests = recv_bad = 0;
+        recv_requests = recv_bad = recv_conns = 0;
         recv_first = recv_last = 0;
         recv_lat.n = recv_lat2.n = 0;
         if (idset)
