@@ -12,43 +12,66 @@
 
 static bool is_pgsql(relay_db *db) { return strcmp(relay_db_dialect(db), "pgsql") == 0; }
 
-/* Locks TENANT's head row for this transaction and reads it. */
-static int head_lock(relay_db *db, const char *tenant, int64_t *seq, char hash[65], int64_t *checkpoint_seq)
+/* What an append needs to know, read with the head's lock. */
+typedef struct head {
+        int64_t seq, checkpoint_seq;
+        char hash[65];
+        bool recorded; /* the draft's event has an entry already */
+} head;
+
+/* Locks TENANT's head row for this transaction and reads it, and whether
+ * EVENT_ID (may be NULL) is recorded: one round trip in the steady state,
+ * which matters on PostgreSQL, where the outbox subscriber appends one
+ * entry per event.  A tenant's first entry creates the row. */
+static int head_lock(relay_db *db, const char *tenant, const char *event_id, head *h)
 {
-        int rc = relay_db_exec(db, NULL,
-                               "INSERT INTO audit_heads (tenant, seq, hash) VALUES (?, 0, ?) ON CONFLICT (tenant) "
-                               "DO NOTHING",
-                               "ss", tenant, AUDIT_ZERO_HASH);
-        if (rc != RELAY_DB_OK)
-                return rc;
-        relay_db_result *r;
-        rc = relay_db_query(db, &r,
-                            is_pgsql(db)
-                                    ? "SELECT seq, hash, checkpoint_seq FROM audit_heads WHERE tenant = ? FOR UPDATE"
-                                    : "SELECT seq, hash, checkpoint_seq FROM audit_heads WHERE tenant = ?",
-                            "s", tenant);
-        if (rc == RELAY_DB_OK && relay_db_next(r)) {
-                *seq = relay_db_int(r, 0);
-                snprintf(hash, 65, "%s", relay_db_text(r, 1));
-                *checkpoint_seq = relay_db_int(r, 2);
-        } else if (rc == RELAY_DB_OK) {
-                rc = RELAY_DB_ERROR;
+        const char *sql = is_pgsql(db) ? "SELECT h.seq, h.hash, h.checkpoint_seq, EXISTS (SELECT 1 FROM audit_entries e"
+                                         " WHERE e.tenant = h.tenant AND e.event_id = ?) FROM audit_heads h"
+                                         " WHERE h.tenant = ? FOR UPDATE OF h"
+                                       : "SELECT h.seq, h.hash, h.checkpoint_seq, EXISTS (SELECT 1 FROM audit_entries e"
+                                         " WHERE e.tenant = h.tenant AND e.event_id = ?) FROM audit_heads h"
+                                         " WHERE h.tenant = ?";
+        for (int round = 0; round < 2; round++) {
+                relay_db_result *r;
+                int rc = relay_db_query(db, &r, sql, "ss", event_id, tenant);
+                bool found = rc == RELAY_DB_OK && relay_db_next(r);
+                if (found) {
+                        h->seq = relay_db_int(r, 0);
+                        snprintf(h->hash, sizeof(h->hash), "%s", relay_db_text(r, 1));
+                        h->checkpoint_seq = relay_db_int(r, 2);
+                        h->recorded = relay_db_int(r, 3) != 0;
+                }
+                relay_db_free(r);
+                if (rc != RELAY_DB_OK || found)
+                        return rc;
+                rc = relay_db_exec(db, NULL,
+                                   "INSERT INTO audit_heads (tenant, seq, hash) VALUES (?, 0, ?) ON CONFLICT (tenant) "
+                                   "DO NOTHING",
+                                   "ss", tenant, AUDIT_ZERO_HASH);
+                if (rc != RELAY_DB_OK)
+                        return rc;
         }
-        relay_db_free(r);
-        return rc;
+        return RELAY_DB_ERROR;
 }
 
-static int already_recorded(relay_db *db, const audit_draft *d, bool *found)
+/* Stores the entry and moves the head: one statement on PostgreSQL. */
+static int store_entry(relay_db *db, const audit_draft *d, int64_t seq, const char *id, int64_t now, const char *body,
+                       const char *prev, const char *hash)
 {
-        *found = false;
-        if (!d->event_id)
-                return RELAY_DB_OK;
-        relay_db_result *r;
-        int rc = relay_db_query(db, &r, "SELECT 1 FROM audit_entries WHERE tenant = ? AND event_id = ?", "ss",
-                                d->tenant, d->event_id);
-        *found = rc == RELAY_DB_OK && relay_db_rows(r) > 0;
-        relay_db_free(r);
-        return rc;
+#define INSERT_ENTRY                                                                                               \
+        "INSERT INTO audit_entries (tenant, seq, id, time_ms, kind, type, actor, target, event_id, model, policy," \
+        " body, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+#define MOVE_HEAD "UPDATE audit_heads SET seq = ?, hash = ? WHERE tenant = ?"
+        if (is_pgsql(db))
+                return relay_db_exec(db, NULL, "WITH e AS (" INSERT_ENTRY " RETURNING 1) " MOVE_HEAD,
+                                     "sisissssssssssiss", d->tenant, seq, id, now, d->kind, d->type, d->actor,
+                                     d->target, d->event_id, d->model, d->policy, body, prev, hash, seq, hash,
+                                     d->tenant);
+        int rc = relay_db_exec(db, NULL, INSERT_ENTRY, "sisissssssssss", d->tenant, seq, id, now, d->kind, d->type,
+                               d->actor, d->target, d->event_id, d->model, d->policy, body, prev, hash);
+        return rc == RELAY_DB_OK ? relay_db_exec(db, NULL, MOVE_HEAD, "iss", seq, hash, d->tenant) : rc;
+#undef INSERT_ENTRY
+#undef MOVE_HEAD
 }
 
 /* The canonical body: D's fields plus the chain's, compact, keys sorted. */
@@ -93,35 +116,25 @@ static int sign_checkpoint(relay_db *db, const char *tenant, int64_t seq, const 
 int audit_append(relay_db *db, const audit_draft *d)
 {
         /* the head first: a second daemon appending the same event waits
-         * here, then finds the first one's entry */
-        bool found;
-        int64_t seq, checkpoint_seq;
-        char prev[65];
-        int rc = head_lock(db, d->tenant, &seq, prev, &checkpoint_seq);
-        if (rc == RELAY_DB_OK)
-                rc = already_recorded(db, d, &found);
-        if (rc != RELAY_DB_OK || found)
+         * here, then finds the first one's entry (or, if its snapshot
+         * predates it, collides on the (tenant, event_id) index and the
+         * event is handed over again) */
+        head h;
+        int rc = head_lock(db, d->tenant, d->event_id, &h);
+        if (rc != RELAY_DB_OK || h.recorded)
                 return rc;
-        seq++;
+        int64_t seq = h.seq + 1, now = relay_now_ms();
         char id[48], body_sha[65], hash[65];
         relay_id_new("aud_", id, sizeof(id));
-        int64_t now = relay_now_ms();
         char *body = body_text(d, id, seq, now);
         if (!body)
                 return RELAY_DB_ERROR;
         audit_sha256_hex(body, strlen(body), body_sha);
-        audit_entry_hash(prev, body_sha, hash);
-        rc = relay_db_exec(db, NULL,
-                           "INSERT INTO audit_entries (tenant, seq, id, time_ms, kind, type, actor, target, event_id,"
-                           " model, policy, body, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                           "sisissssssssss", d->tenant, seq, id, now, d->kind, d->type, d->actor, d->target,
-                           d->event_id, d->model, d->policy, body, prev, hash);
+        audit_entry_hash(h.hash, body_sha, hash);
+        rc = store_entry(db, d, seq, id, now, body, h.hash, hash);
         free(body);
-        if (rc == RELAY_DB_OK)
-                rc = relay_db_exec(db, NULL, "UPDATE audit_heads SET seq = ?, hash = ? WHERE tenant = ?", "iss", seq,
-                                   hash, d->tenant);
         int64_t every = relay_conf_int(audit_self, "checkpoint_every");
-        if (rc == RELAY_DB_OK && every > 0 && seq - checkpoint_seq >= every)
+        if (rc == RELAY_DB_OK && every > 0 && seq - h.checkpoint_seq >= every)
                 rc = sign_checkpoint(db, d->tenant, seq, hash);
         if (rc == RELAY_DB_OK)
                 audit_stream_mark(d->tenant);

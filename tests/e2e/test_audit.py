@@ -347,8 +347,10 @@ def test_receipt_of_an_entry_is_signed(env):
         assert r.status == 200, r
         assert r.body["event"] == e
         rc = r.body["receipt"]
-        assert set(rc) == {"entry_id", "seq", "hash", "prev_hash", "body_sha256", "algorithm", "key_id",
+        assert set(rc) == {"entry_id", "seq", "hash", "prev_hash", "body", "body_sha256", "algorithm", "key_id",
                            "public_key", "statement", "signature", "checkpoint"}, rc
+        assert sha256_hex(rc["body"]) == rc["body_sha256"] and json.loads(rc["body"]) == {
+            k: v for k, v in e.items() if k not in ("hash", "prev_hash")}
         assert (rc["entry_id"], rc["seq"], rc["hash"], rc["prev_hash"]) == (e["id"], e["seq"], e["hash"],
                                                                             e["prev_hash"])
         assert rc["body_sha256"] == sha256_hex(canonical(e))
