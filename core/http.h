@@ -49,6 +49,7 @@ struct conn {
         bool shutting : 1;    /* uv_shutdown sent; discarding input until EOF */
         bool linger : 1;      /* close with shutdown + drain, not at once */
         bool upgrade : 1;
+        bool flush_later : 1; /* SSE bytes queued during a publish drain (publish.c) */
 };
 
 typedef struct sse_sub sse_sub;
@@ -152,6 +153,10 @@ const char *status_reason(int status);
 
 /* sse.c */
 void sse_closed(relay_sse *sse);
+/* Appends one event's wire form (event:, id:, data: lines) to B. */
+void sse_format(buf *b, const char *event, const char *id, const char *data);
+/* Queues FRAME (already formatted) on the stream. */
+int sse_send_frame(relay_sse *sse, const char *frame, size_t len);
 void sse_heartbeat(relay_sse *sse, uint64_t now, uint64_t interval);
 
 #endif

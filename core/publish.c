@@ -7,6 +7,7 @@
  * inbox on its own thread and hands each message to the streams that
  * subscribed to the channel.  Streams are only ever touched by their own
  * worker, so nothing else needs a lock. */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include "daemon.h"
@@ -16,8 +17,13 @@
 #include "settings.h"
 #include "worker.h"
 
+#define PUB_MAGIC 0x50554253u /* "PUBS": M belongs to a pub_msg */
+
 typedef struct pub_msg {
         int refs; /* atomic: one per worker inbox holding it */
+        uint32_t magic;
+        char *frame; /* the event's wire form, formatted once for every stream */
+        size_t frame_len;
         relay_message m;
         char text[]; /* channel, event, id and data, each NUL-terminated */
 } pub_msg;
@@ -41,8 +47,10 @@ static int64_t dropped_total; /* atomic */
 
 static void msg_unref(pub_msg *m)
 {
-        if (__atomic_sub_fetch(&m->refs, 1, __ATOMIC_ACQ_REL) == 0)
+        if (__atomic_sub_fetch(&m->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+                free(m->frame);
                 free(m);
+        }
 }
 
 static char *put(char **at, const char *s)
@@ -67,11 +75,20 @@ static pub_msg *msg_copy(const relay_message *m)
                 return NULL;
         char *at = pm->text;
         pm->refs = 0;
+        pm->magic = PUB_MAGIC;
         pm->m = (relay_message){.size = sizeof(relay_message), .seq = m->seq};
         pm->m.channel = put(&at, m->channel);
         pm->m.event = put(&at, m->event);
         pm->m.id = put(&at, m->id);
         pm->m.data = put(&at, m->data);
+        buf frame = {0};
+        sse_format(&frame, pm->m.event, pm->m.id, pm->m.data);
+        if (!frame.data) {
+                free(pm);
+                return NULL;
+        }
+        pm->frame = frame.data;
+        pm->frame_len = frame.len;
         return pm;
 }
 
@@ -188,7 +205,29 @@ static void deliver(worker *w, const relay_message *m)
                 if (s->fn)
                         s->fn(s->sse, m, s->data);
                 else
-                        relay_sse_send(s->sse, m->event, m->id, m->data);
+                        relay_sse_forward(s->sse, m);
+        }
+}
+
+RELAY_API int relay_sse_forward(relay_sse *sse, const relay_message *m)
+{
+        if (!m)
+                return RELAY_ERR;
+        const pub_msg *pm = (const pub_msg *)((const char *)m - offsetof(pub_msg, m));
+        if (m->size == sizeof(relay_message) && pm->magic == PUB_MAGIC && pm->frame)
+                return sse && sse->open ? sse_send_frame(sse, pm->frame, pm->frame_len) : RELAY_ERR;
+        return relay_sse_send(sse, m->event, m->id, m->data);
+}
+
+/* Writes what the drain queued on each stream, once per stream. */
+static void flush_streams(worker *w)
+{
+        for (sse_sub *s = w->pub_subs; s; s = s->next) {
+                conn *c = s->sse && s->sse->req ? s->sse->req->c : NULL;
+                if (c && c->flush_later) {
+                        c->flush_later = false;
+                        conn_flush(c);
+                }
         }
 }
 
@@ -208,6 +247,7 @@ void publish_drain(worker *w)
                 it = next;
         }
         w->pub_draining = false;
+        flush_streams(w);
         sweep_subs(w);
 }
 

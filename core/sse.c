@@ -9,6 +9,10 @@
 #include "settings.h"
 #include "worker.h"
 
+/* Messages handed over in one publish drain are written together, up to
+ * this many bytes per stream. */
+#define SSE_BATCH_BYTES 65536
+
 RELAY_API relay_sse *relay_sse_start(relay_req *req)
 {
         conn *c = req->c;
@@ -56,28 +60,38 @@ static int sse_write(relay_sse *sse, const char *data, size_t len)
                 buf_append(&c->out, "\r\n", 2);
         sse->req->bytes_out += len;
         sse->last_send = uv_now(&c->w->loop);
-        conn_flush(c);
+        if (c->w->pub_draining && c->out.len < SSE_BATCH_BYTES)
+                c->flush_later = true; /* one write for the drain's messages (publish.c) */
+        else
+                conn_flush(c);
         return sse->open ? RELAY_OK : RELAY_ERR;
 }
+
+void sse_format(buf *b, const char *event, const char *id, const char *data)
+{
+        if (event && !strpbrk(event, "\r\n"))
+                buf_printf(b, "event: %s\n", event);
+        if (id && !strpbrk(id, "\r\n"))
+                buf_printf(b, "id: %s\n", id);
+        const char *p = data ? data : "";
+        do { /* one data: line per line of DATA */
+                size_t n = strcspn(p, "\n");
+                buf_puts(b, "data: ");
+                buf_append(b, p, n);
+                buf_append(b, "\n", 1);
+                p += n;
+        } while (*p++ == '\n');
+        buf_append(b, "\n", 1);
+}
+
+int sse_send_frame(relay_sse *sse, const char *frame, size_t len) { return sse_write(sse, frame, len); }
 
 RELAY_API int relay_sse_send(relay_sse *sse, const char *event, const char *id, const char *data)
 {
         if (!sse || !sse->open)
                 return RELAY_ERR;
         buf b = {0};
-        if (event && !strpbrk(event, "\r\n"))
-                buf_printf(&b, "event: %s\n", event);
-        if (id && !strpbrk(id, "\r\n"))
-                buf_printf(&b, "id: %s\n", id);
-        const char *p = data ? data : "";
-        do { /* one data: line per line of DATA */
-                size_t n = strcspn(p, "\n");
-                buf_puts(&b, "data: ");
-                buf_append(&b, p, n);
-                buf_append(&b, "\n", 1);
-                p += n;
-        } while (*p++ == '\n');
-        buf_append(&b, "\n", 1);
+        sse_format(&b, event, id, data);
         int rc = b.data ? sse_write(sse, b.data, b.len) : RELAY_ERR;
         buf_free(&b);
         return rc;

@@ -202,7 +202,9 @@ static void on_message(relay_sse *sse, const relay_message *m, void *data)
                 catch_up(sse, st); /* a gap: the database has it, this one included */
                 return;
         }
-        send_entry(sse, st, m->seq, m->data);
+        st->last = m->seq;
+        if (wanted(st, m->data))
+                relay_sse_forward(sse, m); /* the wire form made once for every stream */
 }
 
 static void on_close(relay_sse *sse, void *data)

@@ -56,6 +56,10 @@ typedef void (*relay_message_fn)(relay_sse *sse, const relay_message *m, void *d
  * after this call reach FN once the handler returns to the event loop. */
 RELAY_API int relay_sse_subscribe(relay_sse *sse, const char *channel, relay_message_fn fn, void *data);
 
+/* Sends M, a message handed to a relay_message_fn, on SSE as published:
+ * its wire form is made once per message, not once per stream.  (1.2) */
+RELAY_API int relay_sse_forward(relay_sse *sse, const relay_message *m);
+
 /* Copies M and queues it for every subscribed stream of this daemon. */
 RELAY_API int relay_publish(const relay_message *m);
 
