@@ -32,7 +32,7 @@ static int cmd_verify(relay_plugin *p, int argc, char **argv, FILE *out)
                 fprintf(out, "usage: relayctl audit verify TENANT\n");
                 return 2;
         }
-        if (audit_key_load(p) != RELAY_OK)
+        if (audit_key_load(p, false) != RELAY_OK)
                 return 1;
         audit_verify_result v;
         if (audit_verify_chain(relay_plugin_db(p), argv[0], &v) != RELAY_DB_OK) {
@@ -50,7 +50,7 @@ static int cmd_verify(relay_plugin *p, int argc, char **argv, FILE *out)
 /* relayctl audit key: the public key offline verifiers need */
 static int cmd_key(relay_plugin *p, int argc, char **argv, FILE *out)
 {
-        if (audit_key_load(p) != RELAY_OK)
+        if (audit_key_load(p, false) != RELAY_OK)
                 return 1;
         fprintf(out, "{\"algorithm\": \"ed25519\", \"key_id\": \"%s\", \"public_key\": \"%s\"}\n",
                 audit_signing_key.key_id, audit_signing_key.pk_b64);
@@ -71,7 +71,7 @@ static int init(relay_plugin *p)
 
 static int start(relay_plugin *p)
 {
-        if (audit_key_load(p) != RELAY_OK)
+        if (audit_key_load(p, true) != RELAY_OK)
                 return RELAY_ERR;
         relay_log(p, RELAY_LOG_INFO, "signing with key %s", audit_signing_key.key_id);
         return audit_capture_start(p);

@@ -24,8 +24,9 @@ typedef struct audit_key {
 } audit_key;
 
 extern audit_key audit_signing_key;
-/* Loads [audit] signing_key_file, creating it (0600) when it is missing. */
-int audit_key_load(relay_plugin *p);
+/* Loads [audit] signing_key_file; when it is missing, creates it (0600)
+ * if CREATE (the daemon), else fails (relayctl must not make a second key). */
+int audit_key_load(relay_plugin *p, bool create);
 /* Base64 (standard alphabet) of the Ed25519 signature of MSG into OUT (100 bytes). */
 void audit_sign(const void *msg, size_t len, char *out, size_t out_len);
 

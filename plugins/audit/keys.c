@@ -67,7 +67,7 @@ static int key_read(relay_plugin *p, const char *path, FILE *f)
         return RELAY_OK;
 }
 
-int audit_key_load(relay_plugin *p)
+int audit_key_load(relay_plugin *p, bool create)
 {
         char path[1024];
         key_path(p, path, sizeof(path));
@@ -76,8 +76,12 @@ int audit_key_load(relay_plugin *p)
         if (f) {
                 rc = key_read(p, path, f);
                 fclose(f);
-        } else if (errno == ENOENT) {
+        } else if (errno == ENOENT && create) {
                 rc = key_create(p, path);
+        } else if (errno == ENOENT) {
+                relay_log(p, RELAY_LOG_ERROR,
+                          "no signing key at %s (the daemon makes it on first start; is this its data_dir?)", path);
+                rc = RELAY_ERR;
         } else {
                 relay_log(p, RELAY_LOG_ERROR, "cannot read the signing key %s: %s", path, strerror(errno));
                 rc = RELAY_ERR;

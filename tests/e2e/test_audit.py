@@ -392,6 +392,16 @@ def test_verify_route_and_relayctl_agree_on_a_good_chain(env):
     assert rc == 0 and out["valid"] is True and out["entries"] == 0, out
 
 
+def test_relayctl_never_makes_a_second_key(env, tmp_path):
+    """relayctl run against another data_dir (wrong user, wrong folder)
+    must not mint a key of its own: it fails and leaves no file."""
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    rc, out, err = env.ctl_raw("audit", "key", overrides=("server.data_dir=%s" % other,))
+    assert rc == 1 and "no signing key" in out + err, (rc, out, err)
+    assert not (other / "audit-signing.key").exists()
+
+
 # ================================================================ tampering in the database
 
 def tampered_tenant(env, records=4):
