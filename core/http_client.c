@@ -26,6 +26,17 @@
 #define DEFAULT_MAX_RESPONSE (64 * 1024)
 #define MAX_HEADER_BYTES (32 * 1024)
 
+/* A multi handle and its timer.  Two: connections opened under the SSRF
+ * guard and connections opened without it (allow_private) live in
+ * separate pools, so each can be kept alive and reused, and a guarded
+ * fetch never rides a connection the guard did not vet. */
+typedef struct pool {
+        CURLM *multi;
+        uv_timer_t timer;
+} pool;
+
+enum { POOL_GUARDED = 0, POOL_UNGUARDED = 1 };
+
 typedef struct fetch {
         struct fetch *next, *prev;
         CURL *easy;
@@ -38,6 +49,7 @@ typedef struct fetch {
         size_t max;
         bool truncated;
         bool allow_private;
+        pool *pool;
         bool blocked; /* the guard refused an address */
         char blocked_ip[INET6_ADDRSTRLEN];
         uint64_t start_ns;
@@ -46,13 +58,14 @@ typedef struct fetch {
 typedef struct watch { /* one socket curl asked us to watch */
         uv_poll_t poll;
         curl_socket_t fd;
+        pool *pool;
         struct watch *next, *prev; /* all of them, to close at shutdown */
 } watch;
 
 static watch *watches;
 
-static CURLM *multi;
-static uv_timer_t timer;
+static pool pools[2];
+static bool curl_ready;
 static fetch *inflight;
 static bool stopping;
 
@@ -135,7 +148,7 @@ static curl_socket_t open_socket(void *clientp, curlsocktype purpose, struct cur
 
 /* ------------------------------------------------------------ curl <-> uv */
 
-static void check_done(void);
+static void check_done(pool *pl);
 
 static void on_poll(uv_poll_t *h, int status, int events)
 {
@@ -144,8 +157,9 @@ static void on_poll(uv_poll_t *h, int status, int events)
                                : ((events & UV_READABLE) ? CURL_CSELECT_IN : 0) |
                                          ((events & UV_WRITABLE) ? CURL_CSELECT_OUT : 0);
         int running;
-        curl_multi_socket_action(multi, w->fd, flags, &running);
-        check_done();
+        pool *pl = w->pool;
+        curl_multi_socket_action(pl->multi, w->fd, flags, &running);
+        check_done(pl);
 }
 
 static void on_watch_closed(uv_handle_t *h) { free(h->data); }
@@ -165,10 +179,11 @@ static void watch_close(watch *w)
 static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 {
         watch *w = socketp;
+        pool *pl = userp;
         if (what == CURL_POLL_REMOVE) {
                 if (w) {
                         watch_close(w);
-                        curl_multi_assign(multi, s, NULL);
+                        curl_multi_assign(pl->multi, s, NULL);
                 }
                 return 0;
         }
@@ -179,12 +194,13 @@ static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *s
                         return -1;
                 }
                 w->fd = s;
+                w->pool = pl;
                 w->poll.data = w;
                 w->next = watches;
                 if (watches)
                         watches->prev = w;
                 watches = w;
-                curl_multi_assign(multi, s, w);
+                curl_multi_assign(pl->multi, s, w);
         }
         int events = (what == CURL_POLL_IN ? UV_READABLE : 0) | (what == CURL_POLL_OUT ? UV_WRITABLE : 0) |
                      (what == CURL_POLL_INOUT ? UV_READABLE | UV_WRITABLE : 0);
@@ -195,28 +211,45 @@ static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *s
 static void on_timeout(uv_timer_t *t)
 {
         int running;
-        curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
-        check_done();
+        pool *pl = t->data;
+        curl_multi_socket_action(pl->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+        check_done(pl);
 }
 
 static int on_timer(CURLM *m, long timeout_ms, void *userp)
 {
+        pool *pl = userp;
         if (timeout_ms < 0)
-                uv_timer_stop(&timer);
+                uv_timer_stop(&pl->timer);
         else /* 0 means "now": from the next loop turn, never from inside curl */
-                uv_timer_start(&timer, on_timeout, (uint64_t)timeout_ms, 0);
+                uv_timer_start(&pl->timer, on_timeout, (uint64_t)timeout_ms, 0);
         return 0;
 }
 
 static bool client_init(void)
 {
-        if (multi)
+        if (curl_ready)
                 return true;
-        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || !(multi = curl_multi_init()))
+        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
                 return false;
-        uv_timer_init(relay_daemon.loop, &timer);
-        curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, on_socket);
-        curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, on_timer);
+        for (int i = 0; i < 2; i++) {
+                pool *pl = &pools[i];
+                if (!(pl->multi = curl_multi_init())) {
+                        if (i == 1) {
+                                curl_multi_cleanup(pools[0].multi);
+                                uv_close((uv_handle_t *)&pools[0].timer, NULL);
+                                pools[0].multi = NULL;
+                        }
+                        return false;
+                }
+                uv_timer_init(relay_daemon.loop, &pl->timer);
+                pl->timer.data = pl;
+                curl_multi_setopt(pl->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+                curl_multi_setopt(pl->multi, CURLMOPT_SOCKETDATA, pl);
+                curl_multi_setopt(pl->multi, CURLMOPT_TIMERFUNCTION, on_timer);
+                curl_multi_setopt(pl->multi, CURLMOPT_TIMERDATA, pl);
+        }
+        curl_ready = true;
         return true;
 }
 
@@ -338,7 +371,7 @@ static void fetch_free(fetch *f)
                 inflight = f->next;
         if (f->next)
                 f->next->prev = f->prev;
-        curl_multi_remove_handle(multi, f->easy);
+        curl_multi_remove_handle(f->pool->multi, f->easy);
         curl_easy_cleanup(f->easy);
         curl_slist_free_all(f->headers);
         buf_free(&f->body);
@@ -377,11 +410,11 @@ static void finish(fetch *f, CURLcode rc, int error)
         fetch_free(f);
 }
 
-static void check_done(void)
+static void check_done(pool *pl)
 {
         CURLMsg *m;
         int left;
-        while ((m = curl_multi_info_read(multi, &left))) {
+        while ((m = curl_multi_info_read(pl->multi, &left))) {
                 if (m->msg != CURLMSG_DONE)
                         continue;
                 char *priv = NULL;
@@ -436,11 +469,6 @@ static void set_options(fetch *f, const relay_http_request *req)
         set_protocols(e);
         curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket);
         curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, f);
-        /* curl keeps connections for reuse, and a reused one never meets
-         * the guard: one opened without it must not outlive its exchange,
-         * or a later guarded fetch to the same host rides it */
-        if (req->allow_private)
-                curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
         curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
         curl_easy_setopt(e, CURLOPT_WRITEDATA, f);
         curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
@@ -478,6 +506,9 @@ RELAY_API int relay_http_fetch(relay_plugin *p, const relay_http_request *req, r
         f->data = data;
         f->max = req->max_response ? req->max_response : DEFAULT_MAX_RESPONSE;
         f->allow_private = req->allow_private != 0;
+        /* a reused connection never meets the guard again: guarded fetches
+         * only reuse connections the guard vetted */
+        f->pool = &pools[f->allow_private ? POOL_UNGUARDED : POOL_GUARDED];
         f->start_ns = uv_hrtime();
         if (!(f->easy = curl_easy_init()) || !set_headers(f, req->headers)) {
                 if (f->easy)
@@ -491,7 +522,7 @@ RELAY_API int relay_http_fetch(relay_plugin *p, const relay_http_request *req, r
         if (inflight)
                 inflight->prev = f;
         inflight = f;
-        if (curl_multi_add_handle(multi, f->easy) != CURLM_OK) {
+        if (curl_multi_add_handle(f->pool->multi, f->easy) != CURLM_OK) {
                 f->done = NULL;
                 fetch_free(f);
                 return RELAY_ERR;
@@ -506,18 +537,21 @@ void http_client_stop(void)
         stopping = true;
         while (inflight)
                 finish(inflight, CURLE_ABORTED_BY_CALLBACK, RELAY_HTTP_CANCELLED);
-        if (multi) {
-                curl_multi_cleanup(multi);
-                multi = NULL;
+        if (curl_ready) {
+                for (int i = 0; i < 2; i++) {
+                        curl_multi_cleanup(pools[i].multi);
+                        pools[i].multi = NULL;
+                        uv_close((uv_handle_t *)&pools[i].timer, NULL);
+                }
                 while (watches) /* sockets of connections curl kept for reuse */
                         watch_close(watches);
-                uv_close((uv_handle_t *)&timer, NULL);
+                curl_ready = false;
         }
 }
 
 void http_client_free(void)
 {
         if (stopping)
-                curl_global_cleanup();
+                curl_global_cleanup(); /* harmless when it was never initialised */
         stopping = false;
 }

@@ -422,6 +422,17 @@ def test_4xx_is_not_retried(env, receiver, path):
     assert (d["outcome"], d["status_code"], d["response_excerpt"]) == ("failed", 400, "bad payload")
 
 
+def test_deliveries_reuse_the_connection(env, receiver, path):
+    """Deliveries to one receiver ride one kept-alive connection (a pool
+    per guard setting keeps this safe: see the kept-alive SSRF test)."""
+    t = env.new_tenant()
+    create(env, t.admin, receiver.url(path))
+    for i in range(3):  # one after the other: each waits for the one before to be done
+        record(env, t, i)
+        wait_job(env, t, "done", n=i + 1)
+    assert len({r["peer_port"] for r in receiver.requests(path)}) == 1, receiver.requests(path)
+
+
 def test_redirect_loop_fails_without_retry(env, receiver, path):
     """A receiver that keeps redirecting (past [webhooks] max_redirects, 3)
     gives a 3xx as its answer: failed for good, like any other refusal."""

@@ -17,6 +17,7 @@ it over the control routes under /_ctl/:
     POST /_ctl/release?path=/h/x     ends the path's held requests (they answer their step's status)
 
 Headers are given with lowercased names; "t" is time.time() at arrival;
+"peer_port" the sender's port (the same one for requests on one connection);
 "body" is the raw body as text (UTF-8, errors replaced) and "body_b64"
 its bytes."""
 import base64
@@ -88,7 +89,7 @@ class Handler(BaseHTTPRequestHandler):
         path = urllib.parse.urlsplit(self.path).path
         if path.startswith("/_ctl/"):
             return self._control(body)
-        rec = {"method": self.command, "path": path, "t": t,
+        rec = {"method": self.command, "path": path, "t": t, "peer_port": self.client_address[1],
                "headers": {k.lower(): v for k, v in self.headers.items()},
                "body": body.decode("utf-8", "replace"), "body_b64": base64.b64encode(body).decode()}
         with LOCK:
