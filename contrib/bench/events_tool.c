@@ -541,9 +541,10 @@ static int cmd_sub(int argc, char **argv)
         parse_url(url, &u);
         char *extra = build_headers(hdrs, nh);
         char req[8192];
-        int rl = snprintf(req, sizeof(req),
-                          "GET %s HTTP/1.1\r\nHost: %s:%s\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n%s\r\n",
-                          u.path, u.host, u.port, extra);
+        int rl = snprintf(
+                req, sizeof(req),
+                "GET %s HTTP/1.1\r\nHost: %s:%s\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n%s\r\n",
+                u.path, u.host, u.port, extra);
         if (rl <= 0 || rl >= (int)sizeof(req))
                 die("sub: request too long");
         setup_signals();
@@ -629,8 +630,7 @@ static int cmd_sub(int argc, char **argv)
                                                 continue;
                                         size_t hl = (size_t)(e - c->in.p) + 4;
                                         if (c->in.len < 12 || memcmp(c->in.p + 9, "200", 3) != 0) {
-                                                fprintf(stderr, "events_tool sub: answer: %.*s\n", (int)hl,
-                                                        c->in.p);
+                                                fprintf(stderr, "events_tool sub: answer: %.*s\n", (int)hl, c->in.p);
                                                 failed++;
                                                 c->state = 3;
                                                 close(c->fd);
@@ -959,9 +959,10 @@ static int cmd_load(int argc, char **argv)
                 } else
                         buf_add(&tmpl, p++, 1);
         }
-        hl = snprintf(head, sizeof(head),
-                      "%s %s HTTP/1.1\r\nHost: %s:%s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n%s\r\n",
-                      method, u.path, u.host, u.port, tmpl.len, extra);
+        hl = snprintf(
+                head, sizeof(head),
+                "%s %s HTTP/1.1\r\nHost: %s:%s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n%s\r\n",
+                method, u.path, u.host, u.port, tmpl.len, extra);
         if (hl <= 0 || hl >= (int)sizeof(head))
                 die("load: request head too long");
         size_t reqlen = (size_t)hl + tmpl.len;

@@ -77,7 +77,11 @@ def plugin_workload(env, admin, port):
     env.patch_record(admin, rec["id"], {"title": "hooked again"}, causal=rec["causal"])
     env.wait_for(lambda: "/ok" in Receiver.hits and "/fail" in Receiver.hits and "/slow" in Receiver.hits, timeout=60)
     stream.settimeout(30)
-    assert b"event: audit" in stream.recv(65536)
+    got = b""
+    while b"event: audit" not in got:  # headers, the opening comment, then entries, in however many reads
+        chunk = stream.recv(65536)
+        assert chunk, got
+        got += chunk
     stream.close()
     entries = env.api("GET", "/v1/audit?limit=5", key=admin)
     assert entries.status == 200 and entries.body["entries"], entries
