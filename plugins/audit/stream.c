@@ -27,15 +27,33 @@ static json_t *published, *dirty;
 static pthread_mutex_t listeners_lock = PTHREAD_MUTEX_INITIALIZER;
 static json_t *listeners;
 
+static relay_timer *publish_soon; /* one loop turn after an append */
+
+static void on_publish_soon(relay_plugin *p, void *data)
+{
+        (void)data;
+        relay_timer_stop(publish_soon);
+        publish_soon = NULL;
+        audit_stream_publish(relay_plugin_db(p), false);
+}
+
+/* Called as an entry is appended, inside its transaction: the entries go
+ * out on the next turn of the loop, after the commit (the outbox
+ * dispatcher and the request flush commit before they return), instead
+ * of waiting for the flush timer. */
 void audit_stream_mark(const char *tenant)
 {
         if (!dirty)
                 dirty = json_object();
         json_object_set_new(dirty, tenant, json_true());
+        if (!publish_soon)
+                publish_soon = relay_timer_start(audit_self, 0, 0, on_publish_soon, NULL);
 }
 
 void audit_stream_free(void)
 {
+        relay_timer_stop(publish_soon);
+        publish_soon = NULL;
         json_decref(published), json_decref(dirty);
         published = dirty = NULL;
         pthread_mutex_lock(&listeners_lock);
