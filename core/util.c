@@ -1,6 +1,7 @@
 /* util.c - ids, time and encodings for plugins (relay/util.h). */
 #include <stdbool.h>
 #include <stdio.h>
+#include <pthread.h>
 #include <string.h>
 #include <time.h>
 #include <sodium.h>
@@ -101,6 +102,32 @@ RELAY_API void relay_random(void *buf, size_t len) { randombytes_buf(buf, len); 
 
 static const char crockford[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
+/* ULID's monotonic mode, for the whole process: an id made in the same
+ * millisecond as the one before (or after the clock stepped back) takes
+ * that one's time and its random part plus one, so ids sort in the order
+ * they were made, not only to the millisecond ("newest first" lists). */
+static void monotonic_tail(uint64_t *ms, unsigned char rnd[10])
+{
+        static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+        static uint64_t last_ms;
+        static unsigned char last[10];
+        pthread_mutex_lock(&lock);
+        if (*ms > last_ms) {
+                randombytes_buf(last, sizeof(last));
+                last[0] &= 0x7f; /* room to count up within the millisecond */
+                last_ms = *ms;
+        } else {
+                int i = 9;
+                while (i >= 0 && ++last[i] == 0)
+                        i--;
+                if (i < 0) /* 2^79 ids in one millisecond: borrow the next one */
+                        last_ms++;
+                *ms = last_ms;
+        }
+        memcpy(rnd, last, sizeof(last));
+        pthread_mutex_unlock(&lock);
+}
+
 RELAY_API char *relay_id_new(const char *prefix, char *buf, size_t len)
 {
         size_t plen = strlen(prefix);
@@ -111,9 +138,9 @@ RELAY_API char *relay_id_new(const char *prefix, char *buf, size_t len)
         }
         unsigned char bytes[16];
         uint64_t t = (uint64_t)relay_now_ms();
+        monotonic_tail(&t, bytes + 6);
         for (int i = 5; i >= 0; i--, t >>= 8)
                 bytes[i] = (unsigned char)(t & 0xff);
-        randombytes_buf(bytes + 6, 10);
         memcpy(buf, prefix, plen);
         char *out = buf + plen;
         /* 128 bits as 26 base32 digits, the first carrying 3 bits. */

@@ -18,6 +18,17 @@ int main(void)
         relay_id_new("rec_", b, sizeof(b));
         ok(strcmp(a, b) != 0, "two ids differ");
         ok(strncmp(a, b, 4 + 8) <= 0, "ids sort by time (first 8 chars carry the ms)");
+        {
+                char prev[40], next[40];
+                bool sorted = true;
+                relay_id_new("x_", prev, sizeof(prev));
+                for (int i = 0; i < 10000; i++) { /* many per millisecond */
+                        relay_id_new("x_", next, sizeof(next));
+                        sorted = sorted && strcmp(prev, next) < 0;
+                        memcpy(prev, next, sizeof(prev));
+                }
+                ok(sorted, "ids made one after the other sort in that order, within a millisecond too");
+        }
         char tiny[8];
         relay_id_new("rec_", tiny, sizeof(tiny));
         ok(tiny[0] == '\0', "too small a buffer gives an empty id, not an overflow");

@@ -17,7 +17,9 @@ RELAY_API char *relay_time_format(int64_t ms, char *buf, size_t len);
 RELAY_API int relay_time_parse(const char *s, int64_t *ms);
 
 /* A sortable id: PREFIX then 26 Crockford base32 characters (48-bit ms
- * time, 80 random bits, ULID layout), e.g. "rec_01HJ...".  BUF holds at
+ * time, 80 random bits, ULID layout), e.g. "rec_01HJ...".  Monotonic in
+ * the process: an id made in the same millisecond as the one before
+ * counts up from it, so ids sort in the order they were made.  BUF holds at
  * least strlen(prefix) + 27 bytes. */
 #define RELAY_ULID_LEN 26
 RELAY_API char *relay_id_new(const char *prefix, char *buf, size_t len);
