@@ -55,34 +55,45 @@ static void give_up(relay_db *db, relay_job *job, const char *why)
 static int64_t order_wait(relay_db *db, relay_job *job, const char *endpoint, int64_t seq, int *rc)
 {
         const char *key = relay_job_target(job);
-        /* rows whose job ended elsewhere (a lease that ran out into the dead
-         * letters, a purge) wait for nothing */
-        *rc = relay_db_exec(db, NULL,
-                            "DELETE FROM webhooks_pending WHERE endpoint_id = ? AND order_key = ? AND seq < ?"
-                            " AND NOT EXISTS (SELECT 1 FROM relay_jobs j WHERE j.id = webhooks_pending.job_id"
-                            " AND j.state IN ('queued', 'running'))",
-                            "ssi", endpoint, key ? key : "", seq);
-        if (*rc != RELAY_DB_OK)
-                return 0;
-        relay_db_result *r;
-        *rc = relay_db_query(db, &r,
-                             "SELECT j.state, j.run_at FROM webhooks_pending p JOIN relay_jobs j ON j.id = p.job_id"
-                             " WHERE p.endpoint_id = ? AND p.order_key = ? AND p.seq < ? ORDER BY p.seq LIMIT 1",
-                             "ssi", endpoint, key ? key : "", seq);
-        if (*rc != RELAY_DB_OK)
-                return 0;
-        int64_t wait = 0;
-        if (relay_db_next(r)) {
-                wait = ORDER_WAIT_MIN_MS;
-                if (strcmp(relay_db_text(r, 0), "queued") == 0) {
+        /* A read first: nearly always nothing earlier is pending, and a
+         * delivery should not cost a write (a commit, on PostgreSQL) to
+         * find that out.  Rows whose job ended elsewhere (a lease that ran
+         * out into the dead letters, a purge) wait for nothing: they are
+         * cleared, then the question is asked again. */
+        for (int round = 0; round < 2; round++) {
+                relay_db_result *r;
+                *rc = relay_db_query(db, &r,
+                                     "SELECT j.state, j.run_at FROM webhooks_pending p LEFT JOIN relay_jobs j"
+                                     " ON j.id = p.job_id WHERE p.endpoint_id = ? AND p.order_key = ? AND p.seq < ?"
+                                     " ORDER BY p.seq LIMIT 1",
+                                     "ssi", endpoint, key ? key : "", seq);
+                if (*rc != RELAY_DB_OK)
+                        return 0;
+                if (!relay_db_next(r)) {
+                        relay_db_free(r);
+                        return 0;
+                }
+                const char *state = relay_db_text(r, 0);
+                bool live = state && (strcmp(state, "queued") == 0 || strcmp(state, "running") == 0);
+                int64_t wait = ORDER_WAIT_MIN_MS;
+                if (live && strcmp(state, "queued") == 0) {
                         int64_t due = relay_db_int(r, 1) - relay_now_ms() + 100;
                         wait = due < ORDER_WAIT_MIN_MS   ? ORDER_WAIT_MIN_MS
                                : due > ORDER_WAIT_MAX_MS ? ORDER_WAIT_MAX_MS
                                                          : due;
                 }
+                relay_db_free(r);
+                if (live)
+                        return wait;
+                *rc = relay_db_exec(db, NULL,
+                                    "DELETE FROM webhooks_pending WHERE endpoint_id = ? AND order_key = ? AND seq < ?"
+                                    " AND NOT EXISTS (SELECT 1 FROM relay_jobs j WHERE j.id = webhooks_pending.job_id"
+                                    " AND j.state IN ('queued', 'running'))",
+                                    "ssi", endpoint, key ? key : "", seq);
+                if (*rc != RELAY_DB_OK)
+                        return 0;
         }
-        relay_db_free(r);
-        return wait;
+        return ORDER_WAIT_MIN_MS;
 }
 
 /* At most MAX bytes of S as valid UTF-8 without NULs: what a log row and
