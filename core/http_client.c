@@ -25,6 +25,7 @@
 #define DEFAULT_CONNECT_MS 10000
 #define DEFAULT_MAX_RESPONSE (64 * 1024)
 #define MAX_HEADER_BYTES (32 * 1024)
+#define MAX_KEPT_CONNECTIONS 512
 
 /* A multi handle and its timer.  Two: connections opened under the SSRF
  * guard and connections opened without it (allow_private) live in
@@ -248,6 +249,10 @@ static bool client_init(void)
                 curl_multi_setopt(pl->multi, CURLMOPT_SOCKETDATA, pl);
                 curl_multi_setopt(pl->multi, CURLMOPT_TIMERFUNCTION, on_timer);
                 curl_multi_setopt(pl->multi, CURLMOPT_TIMERDATA, pl);
+                /* keep a connection per receiver and per fetch in flight:
+                 * curl's default cache (4 per handle added) churned
+                 * connections when 64 deliveries ran at once */
+                curl_multi_setopt(pl->multi, CURLMOPT_MAXCONNECTS, (long)MAX_KEPT_CONNECTIONS);
         }
         curl_ready = true;
         return true;
