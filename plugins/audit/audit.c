@@ -81,6 +81,7 @@ static void stop(relay_plugin *p)
 {
         audit_capture_stop(p);
         audit_stream_free();
+        audit_head_cache_free();
 }
 
 RELAY_PLUGIN(audit, .version = "1.0.0",

@@ -59,6 +59,8 @@ void audit_checkpoint_due(relay_db *db, bool force);
 /* The signed statement of a checkpoint or a receipt. */
 void audit_checkpoint_message(char *out, size_t len, const char *tenant, int64_t seq, const char *hash,
                               int64_t time_ms);
+/* Forgets the heads the appender remembers (at stop). */
+void audit_head_cache_free(void);
 /* Verifies TENANT's chain in the database from the start; fills R. */
 int audit_verify_chain(relay_db *db, const char *tenant, audit_verify_result *r);
 

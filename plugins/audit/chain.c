@@ -113,32 +113,121 @@ static int sign_checkpoint(relay_db *db, const char *tenant, int64_t seq, const 
         return rc;
 }
 
+/* ------------------------------------------------------------ head cache
+ *
+ * PostgreSQL: the control thread (the only appender of a daemon) keeps each
+ * tenant's head as it last wrote it.  An append then is one statement that
+ * moves the head only if it is still what the cache says and the event is
+ * not recorded, and inserts the entry only if the head moved.  Anything
+ * else (another daemon appended, a transaction rolled back, the event is
+ * a duplicate) inserts nothing and changes nothing; the append then takes
+ * the slow path, which locks and rereads the head. */
+
+static json_t *head_cache; /* tenant -> [seq, hash, checkpoint_seq] */
+
+static bool cache_get(const char *tenant, head *h)
+{
+        json_t *v = head_cache ? json_object_get(head_cache, tenant) : NULL;
+        if (!v)
+                return false;
+        h->seq = json_integer_value(json_array_get(v, 0));
+        snprintf(h->hash, sizeof(h->hash), "%s", json_string_value(json_array_get(v, 1)));
+        h->checkpoint_seq = json_integer_value(json_array_get(v, 2));
+        h->recorded = false;
+        return true;
+}
+
+static void cache_put(const char *tenant, int64_t seq, const char *hash, int64_t checkpoint_seq)
+{
+        if (!head_cache)
+                head_cache = json_object();
+        if (json_object_size(head_cache) > 100000)
+                json_object_clear(head_cache); /* a bound, not an eviction policy: it refills */
+        json_object_set_new(head_cache, tenant,
+                            json_pack("[I,s,I]", (json_int_t)seq, hash, (json_int_t)checkpoint_seq));
+}
+
+void audit_head_cache_free(void)
+{
+        json_decref(head_cache);
+        head_cache = NULL;
+}
+
+/* The one-statement append; *STORED false: nothing was written. */
+static int store_if_head(relay_db *db, const audit_draft *d, const head *h, int64_t seq, const char *id, int64_t now,
+                         const char *body, const char *hash, bool *stored)
+{
+        int64_t n = 0;
+        int rc = relay_db_exec(
+                db, &n,
+                "WITH h AS (UPDATE audit_heads SET seq = ?, hash = ? WHERE tenant = ? AND seq = ? AND hash = ?"
+                " AND NOT EXISTS (SELECT 1 FROM audit_entries WHERE tenant = ? AND event_id = ?) RETURNING 1)"
+                " INSERT INTO audit_entries (tenant, seq, id, time_ms, kind, type, actor, target, event_id, model,"
+                " policy, body, prev_hash, hash) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS"
+                " (SELECT 1 FROM h)",
+                "ississs"
+                "sisissssssssss",
+                seq, hash, d->tenant, h->seq, h->hash, d->tenant, d->event_id, /* the head, if unchanged */
+                d->tenant, seq, id, now, d->kind, d->type, d->actor, d->target, d->event_id, d->model, d->policy, body,
+                h->hash, hash);
+        *stored = rc == RELAY_DB_OK && n == 1;
+        return rc;
+}
+
 int audit_append(relay_db *db, const audit_draft *d)
 {
-        /* the head first: a second daemon appending the same event waits
-         * here, then finds the first one's entry (or, if its snapshot
-         * predates it, collides on the (tenant, event_id) index and the
-         * event is handed over again) */
         head h;
-        int rc = head_lock(db, d->tenant, d->event_id, &h);
-        if (rc != RELAY_DB_OK || h.recorded)
+        bool fast = is_pgsql(db) && cache_get(d->tenant, &h), stored = false;
+        for (int round = 0; round < 2; round++) {
+                int rc = RELAY_DB_OK;
+                if (!fast) {
+                        /* the head first: a second daemon appending the same event
+                         * waits here, then finds the first one's entry (or, if its
+                         * snapshot predates it, collides on the (tenant, event_id)
+                         * index and the event is handed over again) */
+                        rc = head_lock(db, d->tenant, d->event_id, &h);
+                        if (rc != RELAY_DB_OK || h.recorded) {
+                                if (rc == RELAY_DB_OK)
+                                        cache_put(d->tenant, h.seq, h.hash, h.checkpoint_seq);
+                                return rc;
+                        }
+                }
+                int64_t seq = h.seq + 1, now = relay_now_ms();
+                char id[48], body_sha[65], hash[65];
+                relay_id_new("aud_", id, sizeof(id));
+                char *body = body_text(d, id, seq, now);
+                if (!body)
+                        return RELAY_DB_ERROR;
+                audit_sha256_hex(body, strlen(body), body_sha);
+                audit_entry_hash(h.hash, body_sha, hash);
+                if (fast) {
+                        rc = store_if_head(db, d, &h, seq, id, now, body, hash, &stored);
+                } else {
+                        rc = store_entry(db, d, seq, id, now, body, h.hash, hash);
+                        stored = rc == RELAY_DB_OK;
+                }
+                free(body);
+                if (rc != RELAY_DB_OK) {
+                        if (head_cache)
+                                json_object_del(head_cache, d->tenant);
+                        return rc;
+                }
+                if (!stored) { /* the cache was stale: the slow path decides */
+                        fast = false;
+                        continue;
+                }
+                int64_t every = relay_conf_int(audit_self, "checkpoint_every"), checkpoint_seq = h.checkpoint_seq;
+                if (every > 0 && seq - h.checkpoint_seq >= every) {
+                        rc = sign_checkpoint(db, d->tenant, seq, hash);
+                        checkpoint_seq = seq;
+                }
+                if (rc == RELAY_DB_OK && is_pgsql(db))
+                        cache_put(d->tenant, seq, hash, checkpoint_seq);
+                if (rc == RELAY_DB_OK)
+                        audit_stream_mark(d->tenant);
                 return rc;
-        int64_t seq = h.seq + 1, now = relay_now_ms();
-        char id[48], body_sha[65], hash[65];
-        relay_id_new("aud_", id, sizeof(id));
-        char *body = body_text(d, id, seq, now);
-        if (!body)
-                return RELAY_DB_ERROR;
-        audit_sha256_hex(body, strlen(body), body_sha);
-        audit_entry_hash(h.hash, body_sha, hash);
-        rc = store_entry(db, d, seq, id, now, body, h.hash, hash);
-        free(body);
-        int64_t every = relay_conf_int(audit_self, "checkpoint_every");
-        if (rc == RELAY_DB_OK && every > 0 && seq - h.checkpoint_seq >= every)
-                rc = sign_checkpoint(db, d->tenant, seq, hash);
-        if (rc == RELAY_DB_OK)
-                audit_stream_mark(d->tenant);
-        return rc;
+        }
+        return RELAY_DB_ERROR;
 }
 
 int audit_checkpoint_at(relay_db *db, const char *tenant, int64_t seq, const char *hash)

@@ -402,6 +402,31 @@ def test_relayctl_never_makes_a_second_key(env, tmp_path):
     assert not (other / "audit-signing.key").exists()
 
 
+def test_two_daemons_on_one_database_extend_one_chain(engine, rs_daemon, tmp_path):
+    """Daemons sharing a PostgreSQL database (and the signing key file, as
+    documented) append to one chain per tenant: each event once, no fork,
+    and it verifies, while both write at the same time."""
+    if engine != "pgsql":
+        pytest.skip("several daemons share a database on PostgreSQL")
+    key_file = str(tmp_path / "shared-audit.key")
+    one = rs_daemon(audit_sections(signing_key_file=key_file))
+    two = rs_daemon(audit_sections(signing_key_file=key_file))
+    t = one.new_tenant()
+    threads = [threading.Thread(target=lambda env=env, k=k: [quiet_record(env, t, "%d-%d" % (k, i)) for i in range(15)])
+               for k, env in enumerate((one, two, one, two))]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    entries = settle(one, t, writes=60)
+    assert [e["seq"] for e in entries] == list(range(1, len(entries) + 1))
+    event_ids = [e["event_id"] for e in entries if e["kind"] == "event"]
+    assert len(event_ids) == len(set(event_ids))
+    for env in (one, two):
+        v = verify(env, t)
+        assert v["valid"] is True and v["entries"] == len(entries), v
+
+
 # ================================================================ tampering in the database
 
 def tampered_tenant(env, records=4):
