@@ -233,13 +233,26 @@ RELAY_API bool relay_event_settled(int64_t seq)
         return true;
 }
 
+/* How long one pass may keep the control loop: a subscriber that has
+ * fallen behind (thousands of events, each a database round trip) must
+ * not starve the timers, job handlers and outbound requests that share
+ * the thread; the pass stops and comes back on the next loop turn. */
+#define DISPATCH_BUDGET_NS (20 * 1000 * 1000)
+
 static void dispatch(void)
 {
         relay_db *db = storage_control_db();
-        uint64_t now = uv_now(relay_daemon.loop);
-        for (subscription *s = subs; s; s = s->next)
-                for (int rounds = 0; rounds < 50 && deliver_batch(db, s, now); rounds++)
-                        ;
+        uint64_t now = uv_now(relay_daemon.loop), start = uv_hrtime();
+        bool more = false;
+        for (subscription *s = subs; s; s = s->next) {
+                /* every subscriber gets a batch per pass, then the rest of the budget */
+                bool again = deliver_batch(db, s, now);
+                for (int rounds = 1; again && rounds < 50 && uv_hrtime() - start < DISPATCH_BUDGET_NS; rounds++)
+                        again = deliver_batch(db, s, now);
+                more = more || again;
+        }
+        if (more)
+                events_kick();
 }
 
 static void on_kick(uv_async_t *a) { dispatch(); }

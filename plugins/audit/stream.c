@@ -185,16 +185,17 @@ static int send_entry(relay_sse *sse, stream_state *st, int64_t seq, const char 
         return wanted(st, text) ? relay_sse_send(sse, "audit", id, text) : RELAY_OK;
 }
 
-/* Sends every stored entry after st->last; false once the stream is gone. */
-static bool catch_up(relay_sse *sse, stream_state *st)
+/* Sends the stored entries after st->last up to UNTIL; false once the
+ * stream is gone. */
+static bool catch_up(relay_sse *sse, stream_state *st, int64_t until)
 {
         relay_db *db = relay_db_of(relay_sse_req(sse));
         for (;;) {
                 relay_db_result *r;
                 if (relay_db_query(db, &r,
                                    "SELECT seq, body, prev_hash, hash FROM audit_entries WHERE tenant = ? AND seq > ? "
-                                   "ORDER BY seq LIMIT 500",
-                                   "si", st->tenant, st->last) != RELAY_DB_OK)
+                                   "AND seq <= ? ORDER BY seq LIMIT 500",
+                                   "sii", st->tenant, st->last, until) != RELAY_DB_OK)
                         return true; /* the database is away: the live messages still come */
                 size_t rows = relay_db_rows(r);
                 bool open = true;
@@ -217,8 +218,11 @@ static void on_message(relay_sse *sse, const relay_message *m, void *data)
         if (m->seq <= st->last)
                 return; /* sent already, from the database */
         if (m->seq > st->last + 1) {
-                catch_up(sse, st); /* a gap: the database has it, this one included */
-                return;
+                /* a gap (the worker dropped messages): only the missing ones
+                 * from the database, since every stream of the tenant reads
+                 * them; this one and later ones still come published */
+                if (!catch_up(sse, st, m->seq - 1) || m->seq != st->last + 1)
+                        return;
         }
         st->last = m->seq;
         if (wanted(st, m->data))
@@ -287,7 +291,7 @@ static int get_stream(relay_req *req)
         snprintf(channel, sizeof(channel), "audit/%s", tenant);
         relay_sse_subscribe(sse, channel, on_message, st);      /* before the catch-up: nothing falls between */
         if (relay_sse_comment(sse, "audit stream") == RELAY_OK) /* else: closed, ST freed */
-                catch_up(sse, st);
+                catch_up(sse, st, INT64_MAX);
         return RELAY_ASYNC;
 }
 
