@@ -218,11 +218,11 @@ static void on_message(relay_sse *sse, const relay_message *m, void *data)
         if (m->seq <= st->last)
                 return; /* sent already, from the database */
         if (m->seq > st->last + 1) {
-                /* a gap (the worker dropped messages): only the missing ones
-                 * from the database, since every stream of the tenant reads
-                 * them; this one and later ones still come published */
-                if (!catch_up(sse, st, m->seq - 1) || m->seq != st->last + 1)
-                        return;
+                /* a gap (the worker dropped messages, so it is behind):
+                 * everything stored, this one included; the published
+                 * messages it passes are then skipped at no cost */
+                catch_up(sse, st, INT64_MAX);
+                return;
         }
         st->last = m->seq;
         if (wanted(st, m->data))
