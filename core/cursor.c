@@ -40,3 +40,20 @@ RELAY_API int relay_query_cursor(relay_req *req, const char *name, json_t **stat
         *state = req_keep(req, j);
         return RELAY_OK;
 }
+
+RELAY_API int relay_reply_page(relay_req *req, relay_db_result *r, const char *key, long limit, relay_row_fn row)
+{
+        json_t *list = json_array();
+        char next[RELAY_CURSOR_MAX] = "";
+        for (long i = 0; relay_db_next(r); i++) {
+                if (i == limit) { /* the row more: there is a next page, after the last one shown */
+                        json_t *pos = json_pack("{s:O}", "id", json_object_get(json_array_get(list, i - 1), "id"));
+                        relay_cursor_encode(pos, next, sizeof(next));
+                        json_decref(pos);
+                        break;
+                }
+                json_array_append_new(list, row(r));
+        }
+        relay_db_free(r);
+        return relay_reply_json(req, 200, json_pack("{s:o,s:s?}", key, list, "next_cursor", *next ? next : NULL));
+}

@@ -40,19 +40,7 @@ static int get_queue(relay_req *req)
         int rc = relay_job_list(relay_db_of(req), &r, relay_principal_of(req)->tenant, state, after, (int)limit + 1);
         if (rc != RELAY_DB_OK)
                 return relay_db_reply_error(req, rc);
-        json_t *jobs = json_array();
-        char next[RELAY_CURSOR_MAX] = "";
-        for (long i = 0; relay_db_next(r); i++) {
-                if (i == limit) {
-                        json_t *pos = json_pack("{s:O}", "id", json_object_get(json_array_get(jobs, i - 1), "id"));
-                        relay_cursor_encode(pos, next, sizeof(next));
-                        json_decref(pos);
-                        break;
-                }
-                json_array_append_new(jobs, job_json(r));
-        }
-        relay_db_free(r);
-        return relay_reply_json(req, 200, json_pack("{s:o,s:s?}", "jobs", jobs, "next_cursor", *next ? next : NULL));
+        return relay_reply_page(req, r, "jobs", limit, job_json);
 }
 
 static int load_job(relay_db *db, const char *tenant, const char *id, json_t **job)

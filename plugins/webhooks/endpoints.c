@@ -298,20 +298,7 @@ static int get_endpoints(relay_req *req)
                                 "sssi", relay_principal_of(req)->tenant, after, after, (int64_t)limit + 1);
         if (rc != RELAY_DB_OK)
                 return relay_db_reply_error(req, rc);
-        json_t *list = json_array();
-        char next[RELAY_CURSOR_MAX] = "";
-        for (long i = 0; relay_db_next(r); i++) {
-                if (i == limit) {
-                        json_t *pos = json_pack("{s:O}", "id", json_object_get(json_array_get(list, i - 1), "id"));
-                        relay_cursor_encode(pos, next, sizeof(next));
-                        json_decref(pos);
-                        break;
-                }
-                json_array_append_new(list, wh_endpoint_json(r));
-        }
-        relay_db_free(r);
-        return relay_reply_json(req, 200,
-                                json_pack("{s:o,s:s?}", "webhooks", list, "next_cursor", *next ? next : NULL));
+        return relay_reply_page(req, r, "webhooks", limit, wh_endpoint_json);
 }
 
 static int get_endpoint(relay_req *req)

@@ -90,20 +90,7 @@ static int get_deliveries(relay_req *req)
                                 (int64_t)limit + 1);
         if (rc != RELAY_DB_OK)
                 return relay_db_reply_error(req, rc);
-        json_t *list = json_array();
-        char next[RELAY_CURSOR_MAX] = "";
-        for (long i = 0; relay_db_next(r); i++) {
-                if (i == limit) {
-                        json_t *pos = json_pack("{s:O}", "id", json_object_get(json_array_get(list, i - 1), "id"));
-                        relay_cursor_encode(pos, next, sizeof(next));
-                        json_decref(pos);
-                        break;
-                }
-                json_array_append_new(list, attempt_json(r));
-        }
-        relay_db_free(r);
-        return relay_reply_json(req, 200,
-                                json_pack("{s:o,s:s?}", "deliveries", list, "next_cursor", *next ? next : NULL));
+        return relay_reply_page(req, r, "deliveries", limit, attempt_json);
 }
 
 static int post_resend(relay_req *req)

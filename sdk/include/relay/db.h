@@ -72,6 +72,14 @@ RELAY_API json_t *relay_db_json(relay_db_result *r, size_t col);
 RELAY_API int64_t relay_db_changes(relay_db_result *r);
 RELAY_API void relay_db_free(relay_db_result *r);
 
+/* One page of a keyset listing: R holds up to LIMIT + 1 rows (the query
+ * asked for one more than the page); the reply is 200 {KEY: [ROW(r) for
+ * the first LIMIT rows], "next_cursor": a cursor {"id": the "id" of the
+ * last object shown} when there was a row more, else null}.  Frees R.
+ * The query then reads the cursor's "id" as "rows after this id".  (1.2) */
+typedef json_t *(*relay_row_fn)(relay_db_result *r);
+RELAY_API int relay_reply_page(relay_req *req, relay_db_result *r, const char *key, long limit, relay_row_fn row);
+
 /* Transactions.  A begin inside a transaction opens a savepoint, so code
  * can nest; commit and rollback close the innermost level. */
 RELAY_API int relay_db_begin(relay_db *db);
