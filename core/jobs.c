@@ -446,3 +446,17 @@ RELAY_API int relay_job_list(relay_db *db, relay_db_result **out, const char *te
                               "ORDER BY id DESC LIMIT ?",
                               "sssssi", tenant, state, state, after_id, after_id, (int64_t)(limit > 0 ? limit : 50));
 }
+
+RELAY_API json_t *relay_job_json(relay_db_result *r)
+{
+        char next[40], created[40], updated[40];
+        bool waiting = strcmp(relay_db_text(r, 4), "queued") == 0;
+        return json_pack("{s:s,s:s,s:s,s:s?,s:s,s:I,s:I,s:s?,s:s?,s:s,s:s}", "id", relay_db_text(r, 0), "kind",
+                         relay_db_text(r, 1), "queue", relay_db_text(r, 2), "target", relay_db_text(r, 3), "state",
+                         relay_db_text(r, 4), "attempts", (json_int_t)relay_db_int(r, 5), "max_attempts",
+                         (json_int_t)relay_db_int(r, 6), "next_attempt_at",
+                         waiting ? relay_time_format(relay_db_int(r, 7), next, sizeof(next)) : NULL, "last_error",
+                         relay_db_text(r, 8), "created_at",
+                         relay_time_format(relay_db_int(r, 9), created, sizeof(created)), "updated_at",
+                         relay_time_format(relay_db_int(r, 10), updated, sizeof(updated)));
+}

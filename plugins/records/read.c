@@ -55,20 +55,7 @@ static int get_records(relay_req *req)
                                 since_ms, after, after, (int64_t)limit + 1);
         if (rc != RELAY_DB_OK)
                 return relay_db_reply_error(req, rc);
-        json_t *records = json_array();
-        char next[RELAY_CURSOR_MAX] = "";
-        for (long i = 0; relay_db_next(r); i++) {
-                if (i == limit) { /* one more than asked: there is a next page */
-                        json_t *pos = json_pack("{s:O}", "id", json_object_get(json_array_get(records, i - 1), "id"));
-                        relay_cursor_encode(pos, next, sizeof(next));
-                        json_decref(pos);
-                        break;
-                }
-                json_array_append_new(records, record_json(r));
-        }
-        relay_db_free(r);
-        return relay_reply_json(req, 200,
-                                json_pack("{s:o,s:s?}", "records", records, "next_cursor", *next ? next : NULL));
+        return relay_reply_page(req, r, "records", limit, record_json);
 }
 
 static int get_record(relay_req *req)

@@ -5,20 +5,6 @@
 #include <string.h>
 #include "sync.h"
 
-static json_t *job_json(relay_db_result *r)
-{
-        char next[40], created[40], updated[40];
-        bool waiting = strcmp(relay_db_text(r, 4), "queued") == 0;
-        return json_pack("{s:s,s:s,s:s,s:s?,s:s,s:I,s:I,s:s?,s:s?,s:s,s:s}", "id", relay_db_text(r, 0), "kind",
-                         relay_db_text(r, 1), "queue", relay_db_text(r, 2), "target", relay_db_text(r, 3), "state",
-                         relay_db_text(r, 4), "attempts", (json_int_t)relay_db_int(r, 5), "max_attempts",
-                         (json_int_t)relay_db_int(r, 6), "next_attempt_at",
-                         waiting ? relay_time_format(relay_db_int(r, 7), next, sizeof(next)) : NULL, "last_error",
-                         relay_db_text(r, 8), "created_at",
-                         relay_time_format(relay_db_int(r, 9), created, sizeof(created)), "updated_at",
-                         relay_time_format(relay_db_int(r, 10), updated, sizeof(updated)));
-}
-
 static int get_queue(relay_req *req)
 {
         const char *state = relay_query(req, "state");
@@ -40,7 +26,7 @@ static int get_queue(relay_req *req)
         int rc = relay_job_list(relay_db_of(req), &r, relay_principal_of(req)->tenant, state, after, (int)limit + 1);
         if (rc != RELAY_DB_OK)
                 return relay_db_reply_error(req, rc);
-        return relay_reply_page(req, r, "jobs", limit, job_json);
+        return relay_reply_page(req, r, "jobs", limit, relay_job_json);
 }
 
 static int load_job(relay_db *db, const char *tenant, const char *id, json_t **job)
@@ -49,7 +35,7 @@ static int load_job(relay_db *db, const char *tenant, const char *id, json_t **j
         *job = NULL;
         int rc = relay_job_get(db, &r, tenant, id);
         if (rc == RELAY_DB_OK && relay_db_next(r))
-                *job = job_json(r);
+                *job = relay_job_json(r);
         relay_db_free(r);
         return rc;
 }

@@ -9,20 +9,6 @@
 #include <string.h>
 #include "webhooks.h"
 
-json_t *wh_job_json(relay_db_result *r)
-{
-        char next[40], created[40], updated[40];
-        bool waiting = strcmp(relay_db_text(r, 4), "queued") == 0;
-        return json_pack("{s:s,s:s,s:s,s:s?,s:s,s:I,s:I,s:s?,s:s?,s:s,s:s}", "id", relay_db_text(r, 0), "kind",
-                         relay_db_text(r, 1), "queue", relay_db_text(r, 2), "target", relay_db_text(r, 3), "state",
-                         relay_db_text(r, 4), "attempts", (json_int_t)relay_db_int(r, 5), "max_attempts",
-                         (json_int_t)relay_db_int(r, 6), "next_attempt_at",
-                         waiting ? relay_time_format(relay_db_int(r, 7), next, sizeof(next)) : NULL, "last_error",
-                         relay_db_text(r, 8), "created_at",
-                         relay_time_format(relay_db_int(r, 9), created, sizeof(created)), "updated_at",
-                         relay_time_format(relay_db_int(r, 10), updated, sizeof(updated)));
-}
-
 #define ATTEMPT_COLUMNS                                                                                       \
         "id, endpoint_id, job_id, message_id, event_type, attempt, status_code, outcome, error, latency_ms, " \
         "response_excerpt, created_ms"
@@ -150,7 +136,7 @@ static int post_resend(relay_req *req)
         rc = relay_job_get(db, &r, tenant, job_id);
         if (rc != RELAY_DB_OK)
                 return relay_db_reply_error(req, rc);
-        json_t *job = relay_db_next(r) ? wh_job_json(r) : json_null();
+        json_t *job = relay_db_next(r) ? relay_job_json(r) : json_null();
         relay_db_free(r);
         return relay_reply_json(req, 202, json_pack("{s:o}", "job", job));
 }

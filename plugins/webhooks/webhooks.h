@@ -66,8 +66,6 @@ int wh_deliver_register(relay_plugin *p);
 /* ---------------------------------------------------------------- log.c */
 
 int wh_log_register(relay_plugin *p);
-/* A job of the queue as GET /v1/sync/queue shows it (relay_job_get row). */
-json_t *wh_job_json(relay_db_result *r);
 
 /* ------------------------------------------------------------- helpers */
 

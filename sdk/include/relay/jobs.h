@@ -75,6 +75,12 @@ RELAY_API int relay_job_retry_now(relay_db *db, const char *tenant, const char *
 RELAY_API int relay_job_list(relay_db *db, relay_db_result **out, const char *tenant, const char *state,
                              const char *after_id, int limit);
 
+/* A row of relay_job_list or relay_job_get as the API shows a job: {id,
+ * kind, queue, target, state, attempts, max_attempts, next_attempt_at
+ * (RFC 3339 while queued, else null), last_error, created_at,
+ * updated_at}.  (ABI 1.2) */
+RELAY_API json_t *relay_job_json(relay_db_result *r);
+
 /* One of TENANT's jobs by id, as a row of relay_job_list (no row when
  * there is none).  (ABI 1.1) */
 RELAY_API int relay_job_get(relay_db *db, relay_db_result **out, const char *tenant, const char *id);
