@@ -52,44 +52,45 @@ static void give_up(relay_db *db, relay_job *job, const char *why)
 
 /* 0 when nothing earlier is pending for ENDPOINT and KEY, else how long
  * to wait: until the earliest blocker is due, within bounds. */
+/* How long JOB must wait for the earliest pending delivery of the same
+ * endpoint and record: 0 when there is none, else until it is due (within
+ * bounds).  A pending row whose job has ended elsewhere (a lease that ran
+ * out into the dead letters, a purge) waits for nothing: it is dropped and
+ * the next one looked at.  A read first: nearly always nothing is pending,
+ * and that should not cost a write (a commit, on PostgreSQL). */
 static int64_t order_wait(relay_db *db, relay_job *job, const char *endpoint, int64_t seq, int *rc)
 {
         const char *key = relay_job_target(job);
-        /* A read first: nearly always nothing earlier is pending, and a
-         * delivery should not cost a write (a commit, on PostgreSQL) to
-         * find that out.  Rows whose job ended elsewhere (a lease that ran
-         * out into the dead letters, a purge) wait for nothing: they are
-         * cleared, then the question is asked again. */
-        for (int round = 0; round < 2; round++) {
-                relay_db_result *r;
+        for (int round = 0; round < 16; round++) {
+                relay_db_result *r, *j = NULL;
                 *rc = relay_db_query(db, &r,
-                                     "SELECT j.state, j.run_at FROM webhooks_pending p LEFT JOIN relay_jobs j"
-                                     " ON j.id = p.job_id WHERE p.endpoint_id = ? AND p.order_key = ? AND p.seq < ?"
-                                     " ORDER BY p.seq LIMIT 1",
+                                     "SELECT job_id FROM webhooks_pending WHERE endpoint_id = ? AND order_key = ?"
+                                     " AND seq < ? ORDER BY seq LIMIT 1",
                                      "ssi", endpoint, key ? key : "", seq);
-                if (*rc != RELAY_DB_OK)
-                        return 0;
-                if (!relay_db_next(r)) {
+                if (*rc != RELAY_DB_OK || !relay_db_next(r)) {
                         relay_db_free(r);
                         return 0;
                 }
-                const char *state = relay_db_text(r, 0);
-                bool live = state && (strcmp(state, "queued") == 0 || strcmp(state, "running") == 0);
+                char blocker[WH_ID_LEN];
+                snprintf(blocker, sizeof(blocker), "%s", relay_db_text(r, 0));
+                relay_db_free(r);
+                *rc = relay_job_get(db, &j, relay_job_tenant(job), blocker);
+                const char *state = *rc == RELAY_DB_OK && relay_db_next(j) ? relay_db_text(j, 4) : NULL;
+                bool queued = state && strcmp(state, "queued") == 0;
                 int64_t wait = ORDER_WAIT_MIN_MS;
-                if (live && strcmp(state, "queued") == 0) {
-                        int64_t due = relay_db_int(r, 1) - relay_now_ms() + 100;
+                if (queued) { /* until the blocker's next attempt is due */
+                        int64_t due = relay_db_int(j, 7) - relay_now_ms() + 100;
                         wait = due < ORDER_WAIT_MIN_MS   ? ORDER_WAIT_MIN_MS
                                : due > ORDER_WAIT_MAX_MS ? ORDER_WAIT_MAX_MS
                                                          : due;
                 }
-                relay_db_free(r);
+                bool live = queued || (state && strcmp(state, "running") == 0);
+                relay_db_free(j);
+                if (*rc != RELAY_DB_OK)
+                        return 0;
                 if (live)
                         return wait;
-                *rc = relay_db_exec(db, NULL,
-                                    "DELETE FROM webhooks_pending WHERE endpoint_id = ? AND order_key = ? AND seq < ?"
-                                    " AND NOT EXISTS (SELECT 1 FROM relay_jobs j WHERE j.id = webhooks_pending.job_id"
-                                    " AND j.state IN ('queued', 'running'))",
-                                    "ssi", endpoint, key ? key : "", seq);
+                *rc = relay_db_exec(db, NULL, "DELETE FROM webhooks_pending WHERE job_id = ?", "s", blocker);
                 if (*rc != RELAY_DB_OK)
                         return 0;
         }
