@@ -232,6 +232,37 @@ def test_connection_storm_over_the_maximum(env):
 
 # ============================================================ slowloris
 
+def trickle(clients, piece_of, deadline, pause):
+    """Drives non-blocking CLIENTS until DEADLINE or until all are closed:
+    every PAUSE seconds each open client sends piece_of(tick, i, c) (b""
+    for nothing this time) and keeps what it receives; c["closed"] is the
+    time from c["t0"] at which the server closed it.  Sockets are closed
+    at the end."""
+    tick = 0
+    while time.monotonic() < deadline and any(c["closed"] is None for c in clients):
+        tick += 1
+        for i, c in enumerate(clients):
+            if c["closed"] is not None:
+                continue
+            try:
+                piece = piece_of(tick, i, c)
+                if piece:
+                    c["sock"].send(piece)
+                while True:
+                    chunk = c["sock"].recv(65536)
+                    if not chunk:
+                        c["closed"] = time.monotonic() - c["t0"]
+                        break
+                    c["got"] += chunk
+            except BlockingIOError:
+                pass
+            except OSError:
+                c["closed"] = time.monotonic() - c["t0"]
+        time.sleep(pause)
+    for c in clients:
+        c["sock"].close()
+
+
 def test_slowloris_heads(env):
     """SLOW_CLIENTS heads trickled at once, half a header line every 150 ms,
     half one byte every 50 ms (request line included): each gets 408 and
@@ -246,37 +277,15 @@ def test_slowloris_heads(env):
             s.setblocking(False)
             clients.append({"sock": s, "t0": time.monotonic(), "got": b"", "closed": None, "sent": 0,
                             "lines": i % 2 == 0})
-        deadline = time.monotonic() + TIMEOUT_S + 3
-        tick = 0
-        while time.monotonic() < deadline and any(c["closed"] is None for c in clients):
-            tick += 1
-            for c in clients:
-                if c["closed"] is not None:
-                    continue
-                if c["lines"] and tick % 3 == 1:
-                    piece = head[c["sent"]:] if c["sent"] == 0 else b"X-Slow-%d: v\r\n" % tick
-                    c["sent"] += 1
-                elif not c["lines"]:
-                    piece = head[c["sent"]:c["sent"] + 1] or b"X"
-                    c["sent"] += 1
-                else:
-                    piece = b""
-                try:
-                    if piece:
-                        c["sock"].send(piece)
-                    while True:
-                        chunk = c["sock"].recv(65536)
-                        if not chunk:
-                            c["closed"] = time.monotonic() - c["t0"]
-                            break
-                        c["got"] += chunk
-                except BlockingIOError:
-                    pass
-                except OSError:
-                    c["closed"] = time.monotonic() - c["t0"]
-            time.sleep(0.05)
-        for c in clients:
-            c["sock"].close()
+        def piece_of(tick, i, c):
+            if c["lines"] and tick % 3 == 1:
+                c["sent"] += 1
+                return head[c["sent"] - 1:] if c["sent"] == 1 else b"X-Slow-%d: v\r\n" % tick
+            if not c["lines"]:
+                c["sent"] += 1
+                return head[c["sent"] - 1:c["sent"]] or b"X"
+            return b""
+        trickle(clients, piece_of, time.monotonic() + TIMEOUT_S + 3, 0.05)
     probe.check()
     for c in clients:
         assert c["closed"] is not None, "a trickled head was never cut off (%d pieces sent)" % c["sent"]
@@ -305,28 +314,12 @@ def test_slowloris_bodies_store_nothing(env):
                                                   ("Content-Length", str(len(body)))]))
             s.setblocking(False)
             clients.append({"sock": s, "t0": time.monotonic(), "got": b"", "closed": None, "sent": 0})
-        deadline = time.monotonic() + TIMEOUT_S + 3
-        while time.monotonic() < deadline and any(c["closed"] is None for c in clients):
-            for i, c in enumerate(clients):
-                if c["closed"] is not None:
-                    continue
-                try:
-                    if c["sent"] < len(bodies[i]) - 1:  # never the last byte
-                        c["sock"].send(bodies[i][c["sent"]:c["sent"] + 1])
-                        c["sent"] += 1
-                    while True:
-                        chunk = c["sock"].recv(65536)
-                        if not chunk:
-                            c["closed"] = time.monotonic() - c["t0"]
-                            break
-                        c["got"] += chunk
-                except BlockingIOError:
-                    pass
-                except OSError:
-                    c["closed"] = time.monotonic() - c["t0"]
-            time.sleep(0.1)
-        for c in clients:
-            c["sock"].close()
+        def piece_of(tick, i, c):
+            if c["sent"] >= len(bodies[i]) - 1:  # never the last byte
+                return b""
+            c["sent"] += 1
+            return bodies[i][c["sent"] - 1:c["sent"]]
+        trickle(clients, piece_of, time.monotonic() + TIMEOUT_S + 3, 0.1)
     probe.check()
     for c in clients:
         assert c["closed"] is not None and c["closed"] < TIMEOUT_S + 1.5, c
