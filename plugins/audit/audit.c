@@ -77,6 +77,12 @@ static int start(relay_plugin *p)
         return audit_capture_start(p);
 }
 
+static int reload(relay_plugin *p)
+{
+        audit_read_limits(p);
+        return RELAY_OK;
+}
+
 static void stop(relay_plugin *p)
 {
         audit_capture_stop(p);
@@ -86,4 +92,4 @@ static void stop(relay_plugin *p)
 
 RELAY_PLUGIN(audit, .version = "1.0.0",
              .description = "tamper-evident audit log: hash chain, signed checkpoints, SSE stream, evidence bundles",
-             .requires = RELAY_REQUIRES("users"), .init = init, .start = start, .stop = stop);
+             .requires = RELAY_REQUIRES("users"), .init = init, .start = start, .reload = reload, .stop = stop);

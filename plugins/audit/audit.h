@@ -67,6 +67,9 @@ int audit_verify_chain(relay_db *db, const char *tenant, audit_verify_result *r)
 /* ------------------------------------------------------------ capture.c */
 
 int audit_capture_register(relay_plugin *p);
+/* [audit] max_pending and checkpoint_every, read at start and reload. */
+void audit_read_limits(relay_plugin *p);
+extern int64_t audit_checkpoint_every;
 int audit_capture_start(relay_plugin *p);
 void audit_capture_stop(relay_plugin *p);
 

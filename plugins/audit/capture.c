@@ -28,6 +28,16 @@ static int64_t queue_len, dropped;
 static relay_timer *flush_timer, *checkpoint_timer;
 static int64_t last_full_poll;
 static relay_counter *dropped_counter;
+static int64_t max_pending;     /* atomic: read by the workers' request hook */
+int64_t audit_checkpoint_every; /* control thread */
+
+/* The keys read where they are used often (every write request, every
+ * entry): once at start and at each reload, not per use. */
+void audit_read_limits(relay_plugin *p)
+{
+        __atomic_store_n(&max_pending, relay_conf_int(p, "max_pending"), __ATOMIC_RELAXED);
+        audit_checkpoint_every = relay_conf_int(p, "checkpoint_every");
+}
 
 static const char *str_field(json_t *o, const char *key) { return json_string_value(json_object_get(o, key)); }
 
@@ -103,7 +113,7 @@ static void on_request(relay_plugin *p, relay_req *req, int status, void *data)
         e->request_id = dup_or_null(relay_request_id(req));
         e->status = status;
         e->time_ms = relay_now_ms();
-        int64_t cap = relay_conf_int(p, "max_pending");
+        int64_t cap = __atomic_load_n(&max_pending, __ATOMIC_RELAXED);
         pthread_mutex_lock(&queue_lock);
         bool full = queue_len >= cap;
         if (!full) {
@@ -199,6 +209,7 @@ int audit_capture_register(relay_plugin *p)
 
 int audit_capture_start(relay_plugin *p)
 {
+        audit_read_limits(p);
         uint64_t every = relay_conf_duration_ms(p, "flush_interval");
         flush_timer = relay_timer_start(p, every, every, on_flush, NULL);
         uint64_t cp = relay_conf_duration_ms(p, "checkpoint_interval");

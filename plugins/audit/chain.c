@@ -216,7 +216,7 @@ int audit_append(relay_db *db, const audit_draft *d)
                         fast = false;
                         continue;
                 }
-                int64_t every = relay_conf_int(audit_self, "checkpoint_every"), checkpoint_seq = h.checkpoint_seq;
+                int64_t every = audit_checkpoint_every, checkpoint_seq = h.checkpoint_seq;
                 if (every > 0 && seq - h.checkpoint_seq >= every) {
                         rc = sign_checkpoint(db, d->tenant, seq, hash);
                         checkpoint_seq = seq;
