@@ -51,14 +51,9 @@ int audit_append(relay_db *db, const audit_draft *d);
 /* Signs a checkpoint at entry SEQ of TENANT (whose hash is HASH), unless
  * there is one. */
 int audit_checkpoint_at(relay_db *db, const char *tenant, int64_t seq, const char *hash);
-/* Signs TENANT's head as a checkpoint, unless one exists at that seq. */
-int audit_checkpoint(relay_db *db, const char *tenant);
-/* Checkpoints of every head that moved [audit] checkpoint_every entries
- * past its last checkpoint, or any at all when FORCE. */
-void audit_checkpoint_due(relay_db *db, bool force);
-/* The signed statement of a checkpoint or a receipt. */
-void audit_checkpoint_message(char *out, size_t len, const char *tenant, int64_t seq, const char *hash,
-                              int64_t time_ms);
+/* Signs the head of every tenant whose head moved since its last
+ * checkpoint (the timer, and shutdown). */
+void audit_checkpoint_due(relay_db *db);
 /* Forgets the heads the appender remembers (at stop). */
 void audit_head_cache_free(void);
 /* Verifies TENANT's chain in the database from the start; fills R. */

@@ -196,7 +196,7 @@ static void on_flush(relay_plugin *p, void *data)
         audit_stream_publish(db, all);
 }
 
-static void on_checkpoint(relay_plugin *p, void *data) { audit_checkpoint_due(relay_plugin_db(p), false); }
+static void on_checkpoint(relay_plugin *p, void *data) { audit_checkpoint_due(relay_plugin_db(p)); }
 
 int audit_capture_register(relay_plugin *p)
 {
@@ -225,7 +225,7 @@ void audit_capture_stop(relay_plugin *p)
         relay_db *db = relay_plugin_db(p);
         if (db) {
                 flush_requests(db); /* what was answered before the stop is recorded */
-                audit_checkpoint_due(db, true);
+                audit_checkpoint_due(db);
         }
         pthread_mutex_lock(&queue_lock);
         for (pending *e = queue_head, *next; e; e = next) {

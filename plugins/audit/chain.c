@@ -252,20 +252,8 @@ void buf_add(buf_t *b, const void *data, size_t len)
         b->data[b->len] = '\0';
 }
 
-int audit_checkpoint(relay_db *db, const char *tenant)
+void audit_checkpoint_due(relay_db *db)
 {
-        relay_db_result *r;
-        int rc = relay_db_query(db, &r, "SELECT seq, hash, checkpoint_seq FROM audit_heads WHERE tenant = ?", "s",
-                                tenant);
-        if (rc == RELAY_DB_OK && relay_db_next(r) && relay_db_int(r, 0) > relay_db_int(r, 2))
-                rc = sign_checkpoint(db, tenant, relay_db_int(r, 0), relay_db_text(r, 1));
-        relay_db_free(r);
-        return rc;
-}
-
-void audit_checkpoint_due(relay_db *db, bool force)
-{
-        (void)force;
         relay_db_result *r;
         if (relay_db_query(db, &r, "SELECT tenant, seq, hash FROM audit_heads WHERE seq > checkpoint_seq LIMIT 1000",
                            "") != RELAY_DB_OK)

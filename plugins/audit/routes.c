@@ -57,12 +57,11 @@ static const char *either(relay_req *req, const char *a, const char *b)
         return v ? v : relay_query(req, b);
 }
 
-static int time_param(relay_req *req, const char *a, const char *b, int64_t *out, bool *bad)
+static void time_param(relay_req *req, const char *a, const char *b, int64_t *out, bool *bad)
 {
         const char *v = either(req, a, b);
         if (v && relay_time_parse(v, out) != RELAY_OK)
                 *bad = true;
-        return RELAY_OK;
 }
 
 /* Reads the filters; on a bad one replies 400 and returns RELAY_ERR. */
