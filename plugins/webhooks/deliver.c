@@ -26,6 +26,26 @@
 #include <sodium.h>
 #include "webhooks.h"
 
+/* The [webhooks] keys a delivery uses, read at start and at each reload
+ * (control thread) instead of looked up several times per delivery. */
+static struct {
+        uint64_t timeout_ms, connect_timeout_ms;
+        int64_t max_retry_after, disable_after, max_redirects;
+        size_t response_excerpt;
+        bool allow_private;
+} conf;
+
+void wh_deliver_configure(relay_plugin *p)
+{
+        conf.timeout_ms = relay_conf_duration_ms(p, "timeout");
+        conf.connect_timeout_ms = relay_conf_duration_ms(p, "connect_timeout");
+        conf.max_retry_after = (int64_t)relay_conf_duration_ms(p, "max_retry_after");
+        conf.disable_after = relay_conf_int(p, "disable_after");
+        conf.max_redirects = relay_conf_int(p, "max_redirects");
+        conf.response_excerpt = (size_t)relay_conf_size(p, "response_excerpt");
+        conf.allow_private = relay_conf_bool(p, "allow_private_targets");
+}
+
 #define ORDER_WAIT_MIN_MS 150
 #define ORDER_WAIT_MAX_MS 5000
 #define STORAGE_WAIT_MS 1000
@@ -148,7 +168,7 @@ static verdict judge(const relay_http_response *res, char *why, size_t why_len, 
                 }
                 snprintf(why, why_len, "the endpoint answered HTTP %d", res->status);
                 if (res->status >= 500 || res->status == 429) {
-                        int64_t cap = (int64_t)relay_conf_duration_ms(wh_self, "max_retry_after");
+                        int64_t cap = conf.max_retry_after;
                         if (res->retry_after_ms > 0)
                                 *retry_after = res->retry_after_ms < cap ? res->retry_after_ms : cap;
                         return OUT_RETRY;
@@ -177,7 +197,7 @@ static bool count_failure(relay_db *db, const attempt *a, const char *why, int *
                 relay_db_free(r);
                 return false;
         }
-        int64_t failures = relay_db_int(r, 0), limit = relay_conf_int(wh_self, "disable_after");
+        int64_t failures = relay_db_int(r, 0), limit = conf.disable_after;
         bool enabled = relay_db_int(r, 1) != 0;
         char *url = strdup(relay_db_text(r, 2));
         relay_db_free(r);
@@ -238,8 +258,7 @@ static void on_answer(relay_plugin *p, const relay_http_response *res, void *dat
                                                              : "retrying";
         char id[WH_ID_LEN];
         relay_id_new("wha_", id, sizeof(id));
-        char *text = excerpt(res->body ? res->body : "", res->body_len,
-                             (size_t)relay_conf_size(wh_self, "response_excerpt"));
+        char *text = excerpt(res->body ? res->body : "", res->body_len, conf.response_excerpt);
         if (rc == RELAY_DB_OK)
                 rc = relay_db_exec(db, NULL,
                                    "INSERT INTO webhooks_attempts (id, tenant, endpoint_id, job_id, message_id,"
@@ -368,11 +387,11 @@ static void run(relay_plugin *p, relay_job *job, void *data)
                                   .headers = headers,
                                   .body = body,
                                   .body_len = strlen(body),
-                                  .timeout_ms = relay_conf_duration_ms(wh_self, "timeout"),
-                                  .connect_timeout_ms = relay_conf_duration_ms(wh_self, "connect_timeout"),
-                                  .max_redirects = (int)relay_conf_int(wh_self, "max_redirects"),
-                                  .allow_private = relay_conf_bool(wh_self, "allow_private_targets"),
-                                  .max_response = (size_t)relay_conf_size(wh_self, "response_excerpt") + 4};
+                                  .timeout_ms = conf.timeout_ms,
+                                  .connect_timeout_ms = conf.connect_timeout_ms,
+                                  .max_redirects = (int)conf.max_redirects,
+                                  .allow_private = conf.allow_private,
+                                  .max_response = conf.response_excerpt + 4};
         rc = a ? relay_http_fetch(p, &req, on_answer, a) : RELAY_ERR;
         relay_db_free(r);
         free(url);

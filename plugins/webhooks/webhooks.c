@@ -66,11 +66,18 @@ static int start(relay_plugin *p)
 {
         if (wh_key_load(p) != RELAY_OK)
                 return RELAY_ERR;
+        wh_deliver_configure(p);
         uint64_t keep = relay_conf_duration_ms(p, "keep_messages"), every = keep / 2;
         if (every > 3600 * 1000)
                 every = 3600 * 1000; /* hourly, or twice per keep_messages when that is shorter */
         purge_timer = relay_timer_start(p, 1000, every ? every : 1, purge, NULL);
         return purge_timer ? RELAY_OK : RELAY_ERR;
+}
+
+static int reload(relay_plugin *p)
+{
+        wh_deliver_configure(p); /* allow_private_targets may have been turned off */
+        return RELAY_OK;
 }
 
 static void stop(relay_plugin *p)
@@ -82,4 +89,4 @@ static void stop(relay_plugin *p)
 }
 
 RELAY_PLUGIN(webhooks, .version = "1.0.0", .description = "signed webhook deliveries of RelaySync events",
-             .requires = RELAY_REQUIRES("users"), .init = init, .start = start, .stop = stop);
+             .requires = RELAY_REQUIRES("users"), .init = init, .start = start, .reload = reload, .stop = stop);

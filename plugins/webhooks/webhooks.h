@@ -62,6 +62,8 @@ int wh_enqueue(relay_db *db, const char *tenant, const char *endpoint_id, const 
 /* ------------------------------------------------------------ deliver.c */
 
 int wh_deliver_register(relay_plugin *p);
+/* Reads the [webhooks] keys deliveries use (start, reload). */
+void wh_deliver_configure(relay_plugin *p);
 
 /* ---------------------------------------------------------------- log.c */
 
