@@ -800,7 +800,9 @@ def test_queue_policy_routes_by_network_class(env):
     # cellular: the small ones, not the big one, which is counted as withheld
     pages = pull_pages(env, t.viewer, network="cellular")
     got = [c for p in pages for c in p["changes"]]
-    assert ids_of(got) == [small1, small2]
+    # feed order is the order the records last changed: their record.sync jobs
+    # run concurrently, so either small record may have been marked synced first
+    assert sorted(ids_of(got)) == sorted([small1, small2])
     assert sum(p["withheld"] for p in pages) == 1
     cursor = pages[-1]["next_cursor"]
     # more small changes on cellular later: delivered, the big one still held
