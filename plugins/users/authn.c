@@ -2,6 +2,7 @@
  * or `X-API-Key: <API key>`.  Credentials that are not ours (no Relay
  * token, no key shape) are left to the next authenticator in the chain. */
 #include <string.h>
+#include <sodium.h>
 #include "users.h"
 
 static const char *credential(relay_req *req)
@@ -25,24 +26,30 @@ static void split_scopes(char *scopes, const char **list, size_t max)
         list[n] = NULL;
 }
 
-/* Tokens this worker verified lately: a keep-alive client sends the same
- * one with every request, and checking its signature and parsing its
- * claims each time would cost more than the request.  An entry never
- * outlives its token, and the key behind it is checked on every use
- * (keys_live: revocation and expiry).  API keys are not cached: each use
- * reads the key, so revoking one takes effect on the next request. */
+/* Credentials this worker verified lately, tokens and API keys alike: a
+ * keep-alive client sends the same one with every request, and checking a
+ * token's signature or reading a key's row each time would cost more than
+ * the request.  An entry holds the credential's BLAKE2b digest (never the
+ * credential), is found by comparing digests in constant time, and never
+ * outlives its token.  The key behind it is checked on every use
+ * (keys_live: revocation and expiry, cleared at once by a revocation in
+ * this daemon and through the outbox within [events] poll_interval in
+ * others).  [users] cache_keys = false reads an API key's row on every
+ * request instead. */
 #define CRED_CACHE 128
-#define CRED_MAX 320
 #define CRED_TTL_MS 60000
 
 typedef struct cred_entry {
-        char cred[CRED_MAX];
+        unsigned char digest[crypto_generichash_BYTES];
         key_principal k;
         bool token;
         int64_t until_ms;
 } cred_entry;
 
 static __thread cred_entry creds[CRED_CACHE];
+static bool cache_keys = true; /* set before the workers start */
+
+void authn_configure(relay_plugin *p) { cache_keys = relay_conf_bool(p, "cache_keys"); }
 
 /* Verifies CRED from scratch; fills K and whether it is a token. */
 static relay_authn_result verify(relay_db *db, const char *cred, key_principal *k, bool *token, int64_t *until)
@@ -61,6 +68,17 @@ static relay_authn_result verify(relay_db *db, const char *cred, key_principal *
         return RELAY_AUTHN_SKIP;
 }
 
+/* The slot CRED's DIGEST maps to, and whether it holds CRED's answer. */
+static cred_entry *slot_of(const char *cred, unsigned char digest[crypto_generichash_BYTES], int64_t now, bool *hit)
+{
+        crypto_generichash(digest, crypto_generichash_BYTES, (const unsigned char *)cred, strlen(cred), NULL, 0);
+        uint32_t h;
+        memcpy(&h, digest, sizeof(h));
+        cred_entry *e = &creds[h % CRED_CACHE];
+        *hit = e->until_ms > now && sodium_memcmp(e->digest, digest, crypto_generichash_BYTES) == 0;
+        return e;
+}
+
 relay_authn_result users_authenticate(relay_req *req)
 {
         const char *cred = credential(req);
@@ -68,10 +86,12 @@ relay_authn_result users_authenticate(relay_req *req)
                 return RELAY_AUTHN_SKIP;
         relay_db *db = relay_db_of(req);
         key_principal k;
-        bool token = false;
-        cred_entry *e = strlen(cred) < CRED_MAX ? &creds[users_slot_hash(cred) % CRED_CACHE] : NULL;
+        bool token = false, live = false;
         int64_t now = relay_now_ms();
-        if (e && e->until_ms > now && strcmp(e->cred, cred) == 0) {
+        unsigned char digest[crypto_generichash_BYTES];
+        bool hit;
+        cred_entry *e = slot_of(cred, digest, now, &hit);
+        if (hit) {
                 k = e->k;
                 token = e->token;
         } else {
@@ -79,15 +99,15 @@ relay_authn_result users_authenticate(relay_req *req)
                 relay_authn_result r = verify(db, cred, &k, &token, &until);
                 if (r != RELAY_AUTHN_OK)
                         return r;
-                if (e && token) {
-                        snprintf(e->cred, sizeof(e->cred), "%s", cred);
+                if (token || cache_keys) {
+                        memcpy(e->digest, digest, sizeof(digest));
                         e->k = k;
                         e->token = token;
                         e->until_ms = until;
                 }
+                live = !token; /* a key was just read from the database */
         }
-        bool live = !token; /* a key was just read from the database */
-        if (token && (keys_live(db, k.key_id, &live) != RELAY_DB_OK || !live))
+        if (!live && (keys_live(db, k.key_id, &live) != RELAY_DB_OK || !live))
                 return RELAY_AUTHN_DENIED; /* its key is revoked or expired */
         const char *kind = token ? "token" : "api_key";
         const char *scopes[32];

@@ -64,10 +64,13 @@ int keys_revoke(relay_db *db, const char *key_id, int64_t *changes)
 
 static void copy(char *dst, size_t n, const char *src) { snprintf(dst, n, "%s", src ? src : ""); }
 
+static void remember(const char *key_id, bool live, int64_t expires_ms, int64_t generation, int64_t now);
+
 int keys_verify(relay_db *db, const char *presented, key_principal *out)
 {
         static const char dummy[65] = "0000000000000000000000000000000000000000000000000000000000000000";
         memset(out, 0, sizeof(*out));
+        int64_t gen = __atomic_load_n(&revocations, __ATOMIC_ACQUIRE); /* before the read */
         const char *dot = strrchr(presented, '.');
         char kid[40] = "", hash[65];
         if (dot && dot - presented >= RELAY_ULID_LEN)
@@ -95,6 +98,8 @@ int keys_verify(relay_db *db, const char *presented, key_principal *out)
                 copy(out->role, sizeof(out->role), relay_db_text(r, 3));
                 copy(out->scopes, sizeof(out->scopes), relay_db_text(r, 4));
                 copy(out->key_id, sizeof(out->key_id), kid);
+                /* what was read is the key's liveness too: keys_live need not read it again */
+                remember(kid, true, expires, gen, relay_now_ms());
         }
         relay_db_free(r);
         return match && prefix_ok && live ? RELAY_DB_OK : RELAY_ERR;
@@ -128,12 +133,18 @@ int keys_live(relay_db *db, const char *key_id, bool *live)
         int64_t expires = relay_db_next(r) ? relay_db_int(r, 0) : -1;
         *live = expires >= 0 && relay_db_is_null(r, 1) && (!expires || expires > now);
         relay_db_free(r);
-        snprintf(e->kid, sizeof(e->kid), "%s", key_id);
-        e->live = *live;
-        e->expires_ms = expires > 0 ? expires : 0;
-        e->generation = gen;
-        e->checked_ms = now;
+        remember(key_id, *live, expires > 0 ? expires : 0, gen, now);
         return RELAY_DB_OK;
+}
+
+static void remember(const char *key_id, bool live, int64_t expires_ms, int64_t generation, int64_t now)
+{
+        live_entry *e = &cache[users_slot_hash(key_id) % LIVE_CACHE];
+        snprintf(e->kid, sizeof(e->kid), "%s", key_id);
+        e->live = live;
+        e->expires_ms = expires_ms;
+        e->generation = generation;
+        e->checked_ms = now;
 }
 
 /* Another daemon revoked a key: drop every cached answer. */

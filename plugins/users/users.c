@@ -91,6 +91,8 @@ static int init(relay_plugin *p)
         relay_conf_declare(p, "key_prefix", RELAY_CONF_STRING, "rs_live_", "visible prefix of new API keys");
         relay_conf_declare(p, "token_ttl", RELAY_CONF_DURATION, "15m", "lifetime of bearer tokens");
         relay_conf_declare(p, "invite_ttl", RELAY_CONF_DURATION, "7d", "lifetime of invitations");
+        relay_conf_declare(p, "cache_keys", RELAY_CONF_BOOL, "true",
+                           "keep verified API keys per worker (false: read the key on every request)");
         relay_error_style(p, RELAY_ERRORS_OBJECT);
         /* RelaySync's documented default; control-plane exchanges tighter */
         if (relay_rate_limit(p, NULL, 120) || relay_rate_limit(p, "auth", 10) ||
@@ -100,7 +102,11 @@ static int init(relay_plugin *p)
         return RELAY_OK;
 }
 
-static int start(relay_plugin *p) { return tokens_start(p); }
+static int start(relay_plugin *p)
+{
+        authn_configure(p);
+        return tokens_start(p);
+}
 
 RELAY_PLUGIN(users, .version = "1.0.0", .description = "tenants, users, API keys, bearer tokens", .init = init,
              .start = start);

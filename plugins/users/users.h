@@ -58,6 +58,7 @@ int tenants_register(relay_plugin *p);
 /* ---------------------------------------------------------- authenticator */
 
 relay_authn_result users_authenticate(relay_req *req);
+void authn_configure(relay_plugin *p);
 
 /* ----------------------------------------------------------------- shared */
 

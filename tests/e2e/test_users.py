@@ -164,6 +164,11 @@ def test_key_create_list_revoke(env):
     assert (rc, json.loads(out)) == (0, {"revoked": k["key_id"]}), err
     revoked = {x["key_id"]: x for x in env.keys(tid)}[k["key_id"]]
     assert abs(parse_time(revoked["revoked_at"]) - time.time()) < 60
+    # the daemon cached the key; relayctl's revocation reaches it through the
+    # outbox (test_relayctl_revocation_* time that)
+    deadline = time.monotonic() + 3.0
+    while env.api("GET", "/v1/users", cred=k["api_key"])[0] == 200 and time.monotonic() < deadline:
+        time.sleep(0.05)
     status, _, body = env.api("GET", "/v1/users", cred=k["api_key"])
     assert status == 401
     assert_object_error(body, "unauthorized")
@@ -526,6 +531,44 @@ def test_relayctl_revocation_with_the_default_poll_interval(users_daemon):
     latency = revocation_latency(u)
     print("revocation (default poll interval) reached every worker in %.3fs" % latency)
     assert latency < 1.0, "revocation took %.3fs to reach the daemon" % latency
+
+
+def test_uncached_keys_are_refused_on_the_next_request(users_daemon):
+    """[users] cache_keys = false: every request reads the key's row, so a
+    key revoked by relayctl is refused by the very next request, with no
+    wait for the outbox (poll_interval set long to show it), while tokens
+    still go through their liveness cache."""
+    u = users_daemon({"users": {"cache_keys": "false", "rate_limit": "0"}, "events": {"poll_interval": "30s"}})
+    t = u.tenant()
+    k = u.key(t["tenant_id"])
+    for how in ("x-api-key", "bearer"):
+        seen = answers_per_worker(u, k["api_key"], how)
+        assert all(set(v) == {200} for v in seen.values()), (how, seen)
+    rc, out, err = u.ctl_raw("key", "revoke", k["key_id"])
+    assert rc == 0, err
+    for how in ("x-api-key", "bearer"):
+        seen = answers_per_worker(u, k["api_key"], how)
+        assert all(set(v) == {401} for v in seen.values()), (how, seen)
+    assert u.status("GET", "/v1/users", cred=t["api_key"]) == 200
+
+
+def test_cached_key_waits_for_the_outbox(users_daemon):
+    """The default (cache_keys = true) with a long poll_interval: a cached key
+    revoked by another process still answers until the daemon hears of the
+    revocation, which shows the cache is in the path (and so what
+    cache_keys = false is for)."""
+    u = users_daemon({"users": {"rate_limit": "0"}, "events": {"poll_interval": "30s"}})
+    t = u.tenant()
+    k = u.key(t["tenant_id"])
+    seen = answers_per_worker(u, k["api_key"], "x-api-key")
+    assert all(set(v) == {200} for v in seen.values()), seen
+    rc, out, err = u.ctl_raw("key", "revoke", k["key_id"])
+    assert rc == 0, err
+    assert u.status("GET", "/v1/users", cred=k["api_key"], how="x-api-key") == 200
+    # a key this daemon never saw is read, so its revocation counts at once
+    fresh = u.key(t["tenant_id"])
+    assert u.ctl_raw("key", "revoke", fresh["key_id"])[0] == 0
+    assert u.status("GET", "/v1/users", cred=fresh["api_key"]) == 401
 
 
 # ==================================================================== users
