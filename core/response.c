@@ -5,6 +5,7 @@
 #include <string.h>
 #include "daemon.h"
 #include "http.h"
+#include "json_write.h"
 #include "log.h"
 #include "settings.h"
 #include "worker.h"
@@ -129,15 +130,21 @@ RELAY_API int relay_reply(relay_req *req, int status, const char *content_type, 
         return response_send(req, status, content_type, body, len);
 }
 
+/* Written into the worker's scratch buffer, kept from reply to reply so
+ * a reply costs no allocation; given back when a big reply grew it. */
+#define SCRATCH_KEEP (256 * 1024)
+
 RELAY_API int relay_reply_json(relay_req *req, int status, json_t *json)
 {
-        char *s = json ? json_dumps(json, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY) : NULL;
+        /* (work running in the thread pool is not on the worker's thread) */
+        buf own = {0}, *o = req->w && !req->work_pending ? &req->w->reply : &own;
+        buf_reset(o);
+        int ok = json && json_write(o, json) == 0;
         json_decref(json);
-        if (!s)
-                return response_send(req, 500, "application/json", "{}", 2);
-        size_t n = strlen(s);
-        int rc = response_send(req, status, "application/json", s, n);
-        free(s);
+        int rc = ok ? response_send(req, status, "application/json", o->data, o->len)
+                    : response_send(req, 500, "application/json", "{}", 2);
+        if (o->cap > SCRATCH_KEEP || o == &own)
+                buf_free(o);
         return rc;
 }
 

@@ -153,6 +153,7 @@ void worker_free(worker *w)
         publish_worker_free(w);
         metrics_free(&w->metrics);
         free(w->listeners);
+        buf_free(&w->reply);
         free(w->health_body);
         free(w);
 }

@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <uv.h>
+#include "buf.h"
 #include "http.h"
 #include "metrics.h"
 
@@ -30,6 +31,7 @@ struct worker {
         int64_t date_sec;
         uint32_t id_prefix;
         uint64_t id_counter;
+        buf reply;         /* relay_reply_json's scratch, reused reply after reply */
         char *health_body; /* cached GET / document */
         size_t health_len;
         uint64_t health_at;

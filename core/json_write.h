@@ -1,0 +1,13 @@
+/* json_write.h - compact JSON into a buf, byte for byte what
+ * json_dumps(JSON_COMPACT | JSON_ENCODE_ANY) writes, without its copies. */
+#ifndef RELAY_JSON_WRITE_H
+#define RELAY_JSON_WRITE_H
+
+#include <jansson.h>
+#include "buf.h"
+
+/* Appends V to O: 0, or -1 (invalid UTF-8 in a string, nesting deeper
+ * than jansson allows, out of memory) with O as it was. */
+int json_write(buf *o, const json_t *v);
+
+#endif
