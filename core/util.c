@@ -14,13 +14,54 @@ RELAY_API int64_t relay_now_ms(void)
         return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Y-M-D of the day DAYS after 1970-01-01 (proleptic Gregorian; H. Hinnant's
+ * civil_from_days): no gmtime_r, which takes glibc's time zone lock. */
+static void civil_from_days(int64_t days, int64_t *y, unsigned *m, unsigned *d)
+{
+        days += 719468;
+        int64_t era = (days >= 0 ? days : days - 146096) / 146097;
+        unsigned doe = (unsigned)(days - era * 146097);
+        unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+        unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        unsigned mp = (5 * doy + 2) / 153;
+        *d = doy - (153 * mp + 2) / 5 + 1;
+        *m = mp < 10 ? mp + 3 : mp - 9;
+        *y = (int64_t)yoe + era * 400 + (*m <= 2);
+}
+
+static char *put_digits(char *p, unsigned v, int n)
+{
+        for (int i = n - 1; i >= 0; i--, v /= 10)
+                p[i] = (char)('0' + v % 10);
+        return p + n;
+}
+
+/* Every reply with a record carries three of these: digits, not printf. */
 RELAY_API char *relay_time_format(int64_t ms, char *buf, size_t len)
 {
-        time_t secs = (time_t)(ms / 1000);
-        struct tm tm;
-        gmtime_r(&secs, &tm);
-        snprintf(buf, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-                 tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
+        int64_t secs = ms / 1000 - (ms % 1000 < 0), frac = ms - secs * 1000; /* floor: 0..999 */
+        int64_t days = secs / 86400 - (secs % 86400 < 0), sod = secs - days * 86400, y;
+        unsigned m, d;
+        civil_from_days(days, &y, &m, &d);
+        if (len < 25 || y < 0 || y > 9999) { /* printf's widths and truncation */
+                snprintf(buf, len, "%04lld-%02u-%02uT%02u:%02u:%02u.%03uZ", (long long)y, m, d, (unsigned)(sod / 3600),
+                         (unsigned)(sod / 60 % 60), (unsigned)(sod % 60), (unsigned)frac);
+                return buf;
+        }
+        char *p = put_digits(buf, (unsigned)y, 4);
+        *p++ = '-';
+        p = put_digits(p, m, 2);
+        *p++ = '-';
+        p = put_digits(p, d, 2);
+        *p++ = 'T';
+        p = put_digits(p, (unsigned)(sod / 3600), 2);
+        *p++ = ':';
+        p = put_digits(p, (unsigned)(sod / 60 % 60), 2);
+        *p++ = ':';
+        p = put_digits(p, (unsigned)(sod % 60), 2);
+        *p++ = '.';
+        p = put_digits(p, (unsigned)frac, 3);
+        memcpy(p, "Z", 2);
         return buf;
 }
 

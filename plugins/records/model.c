@@ -29,19 +29,45 @@ bool record_status_valid(const char *s)
         return false;
 }
 
+/* Column I as a JSON string (the database's text was valid UTF-8 when it
+ * was written; json_write checks it again on the way out). */
+static json_t *text(relay_db_result *r, int i)
+{
+        const char *s = relay_db_text(r, i);
+        return s ? json_string_nocheck(s) : json_null();
+}
+
+static json_t *time_of(relay_db_result *r, int i)
+{
+        char at[40];
+        return relay_db_is_null(r, i) ? json_null()
+                                      : json_string_nocheck(relay_time_format(relay_db_int(r, i), at, sizeof(at)));
+}
+
+/* Built member by member: json_pack parses its format string on every
+ * call, and every read answers with this. */
 json_t *record_json(relay_db_result *r)
 {
-        char created[40], updated[40], deleted[40];
+        json_t *o = json_object(), *payload = relay_db_json(r, 5);
         bool gone = !relay_db_is_null(r, 10);
-        json_t *payload = relay_db_json(r, 5);
-        return json_pack("{s:s,s:s,s:s,s:s?,s:s,s:o,s:s,s:I,s:s,s:s,s:b,s:s?,s:s?}", "id", relay_db_text(r, 0), "title",
-                         relay_db_text(r, 1), "type", relay_db_text(r, 2), "site", relay_db_text(r, 3), "status",
-                         relay_db_text(r, 4), "payload", payload ? payload : json_object(), "causal",
-                         relay_db_text(r, 6), "size", (json_int_t)relay_db_int(r, 7), "created_at",
-                         relay_time_format(relay_db_int(r, 8), created, sizeof(created)), "updated_at",
-                         relay_time_format(relay_db_int(r, 9), updated, sizeof(updated)), "deleted", gone, "deleted_at",
-                         gone ? relay_time_format(relay_db_int(r, 10), deleted, sizeof(deleted)) : NULL, "updated_by",
-                         relay_db_text(r, 12));
+        if (!o) {
+                json_decref(payload);
+                return NULL;
+        }
+        json_object_set_new_nocheck(o, "id", text(r, 0));
+        json_object_set_new_nocheck(o, "title", text(r, 1));
+        json_object_set_new_nocheck(o, "type", text(r, 2));
+        json_object_set_new_nocheck(o, "site", text(r, 3));
+        json_object_set_new_nocheck(o, "status", text(r, 4));
+        json_object_set_new_nocheck(o, "payload", payload ? payload : json_object());
+        json_object_set_new_nocheck(o, "causal", text(r, 6));
+        json_object_set_new_nocheck(o, "size", json_integer(relay_db_int(r, 7)));
+        json_object_set_new_nocheck(o, "created_at", time_of(r, 8));
+        json_object_set_new_nocheck(o, "updated_at", time_of(r, 9));
+        json_object_set_new_nocheck(o, "deleted", json_boolean(gone));
+        json_object_set_new_nocheck(o, "deleted_at", time_of(r, 10));
+        json_object_set_new_nocheck(o, "updated_by", text(r, 12));
+        return o;
 }
 
 static bool listed(const char *name, const char *const *names)

@@ -52,6 +52,22 @@ int main(void)
         ok(relay_time_parse("2026-11-22T06:01:31+01:60", &ms) != 0, "offset minutes over 59 refused");
         ok(relay_time_parse("2026-11-22T06:01:31+0100", &ms) != 0, "offset without colon refused");
         is_str(relay_time_format(1795327291123LL, a, sizeof(a)), "2026-11-22T06:01:31.123Z", "format");
+        is_str(relay_time_format(0, a, sizeof(a)), "1970-01-01T00:00:00.000Z", "format: the epoch");
+        is_str(relay_time_format(951782400999LL, a, sizeof(a)), "2000-02-29T00:00:00.999Z", "format: a leap day");
+        is_str(relay_time_format(-1, a, sizeof(a)), "1969-12-31T23:59:59.999Z", "format: before the epoch");
+        is_str(relay_time_format(253402300799999LL, a, sizeof(a)), "9999-12-31T23:59:59.999Z", "format: the last year");
+        is_str(relay_time_format(253402300800000LL, a, sizeof(a)), "10000-01-01T00:00:00.000Z", "format: past it");
+        {
+                bool same = true;
+                for (int64_t t = -86400000LL * 800; t < 86400000LL * 366 * 60 && same; t += 86399999LL) {
+                        int64_t back;
+                        same = relay_time_parse(relay_time_format(t, a, sizeof(a)), &back) == 0 && back == t;
+                        if (!same)
+                                printf("# %lld -> %s -> %lld\n", (long long)t, a, (long long)back);
+                }
+                ok(same, "format then parse gives the same instant, day after day from 1967 to 2030");
+        }
+        is_str(relay_time_format(1795327291123LL, a, 10), "2026-11-2", "format: a short buffer is cut, not overrun");
 
         char enc[RELAY_B64_LEN(5)];
         relay_b64url_encode("\xfb\xff\x00"
