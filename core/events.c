@@ -61,6 +61,32 @@ static int outbox_lock(relay_db *db)
         return rc;
 }
 
+/* SQLite carries out RETURNING through a temporary table opened and
+ * dropped for each statement, which made the event's insert cost twice
+ * the record's; its connection knows the new rowid anyway. */
+static int insert_event(relay_db *db, const char *id, const char *tenant, const char *type, json_t *payload,
+                        int64_t *seq)
+{
+        relay_db_result *r = NULL;
+        int rc;
+        if (strcmp(relay_db_dialect(db), "sqlite") == 0) {
+                rc = relay_db_exec(
+                        db, NULL,
+                        "INSERT INTO relay_events (id, tenant, type, payload, created_ms) VALUES (?, ?, ?, ?, ?)",
+                        "sssji", id, tenant, type, payload, relay_now_ms());
+                if (rc == RELAY_DB_OK)
+                        rc = relay_db_query(db, &r, "SELECT last_insert_rowid()", "");
+        } else {
+                rc = relay_db_query(db, &r,
+                                    "INSERT INTO relay_events (id, tenant, type, payload, created_ms)"
+                                    " VALUES (?, ?, ?, ?, ?) RETURNING seq",
+                                    "sssji", id, tenant, type, payload, relay_now_ms());
+        }
+        *seq = rc == RELAY_DB_OK && relay_db_next(r) ? relay_db_int(r, 0) : 0;
+        relay_db_free(r);
+        return rc;
+}
+
 RELAY_API int relay_event_emit_ex(relay_db *db, const char *tenant, const char *type, json_t *payload, char *id_out,
                                   int64_t *seq_out)
 {
@@ -76,15 +102,10 @@ RELAY_API int relay_event_emit_ex(relay_db *db, const char *tenant, const char *
         int rc = own ? relay_db_begin(db) : RELAY_DB_OK;
         if (rc == RELAY_DB_OK)
                 rc = outbox_lock(db);
-        relay_db_result *r = NULL;
+        int64_t seq = 0;
         if (rc == RELAY_DB_OK)
-                rc = relay_db_query(db, &r,
-                                    "INSERT INTO relay_events (id, tenant, type, payload, created_ms)"
-                                    " VALUES (?, ?, ?, ?, ?) RETURNING seq",
-                                    "sssji", id, tenant, type, payload, relay_now_ms());
+                rc = insert_event(db, id, tenant, type, payload, &seq);
         json_decref(payload);
-        int64_t seq = rc == RELAY_DB_OK && relay_db_next(r) ? relay_db_int(r, 0) : 0;
-        relay_db_free(r);
         if (rc == RELAY_DB_OK)
                 db->emitted = true;
         if (own)

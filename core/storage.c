@@ -17,6 +17,7 @@
 #include "log.h"
 #include "module.h"
 #include "settings.h"
+#include "json_write.h"
 #include "storage.h"
 #include "worker.h"
 
@@ -292,12 +293,16 @@ static int bind_params(relay_db *db, params *ps, const char *types, va_list ap)
                         break;
                 case 'j': {
                         json_t *j = va_arg(ap, json_t *);
-                        char *text = j ? json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
-                        p->type = text ? 's' : 'n';
-                        p->s = text;
-                        p->len = text ? strlen(text) : 0;
-                        if (text)
-                                ps->owned[ps->n_owned++] = text;
+                        buf text = {0}; /* json_dumps's bytes, in one pass (json_write.c) */
+                        bool ok = j && buf_reserve(&text, 256) == 0 && json_write(&text, j) == 0 &&
+                                  buf_terminate(&text) == 0;
+                        if (!ok)
+                                buf_free(&text);
+                        p->type = ok ? 's' : 'n';
+                        p->s = text.data;
+                        p->len = text.len;
+                        if (ok)
+                                ps->owned[ps->n_owned++] = text.data;
                         break;
                 }
                 default: snprintf(db->err, sizeof(db->err), "unknown parameter type '%c'", *t); return RELAY_DB_ERROR;

@@ -49,10 +49,12 @@ static int64_t payload_size(const json_t *payload)
         return n;
 }
 
-/* Emits TYPE with a copy of RECORD; *SEQ gets its position. */
+/* Emits TYPE with RECORD; *SEQ gets its position.  A reference, not a
+ * copy: the event's payload is written out before relay_event_emit_ex
+ * returns, and nothing keeps it. */
 static int emit(relay_db *db, const char *tenant, const char *type, const json_t *record, int64_t *seq)
 {
-        return relay_event_emit_ex(db, tenant, type, json_deep_copy(record), NULL, seq);
+        return relay_event_emit_ex(db, tenant, type, json_incref((json_t *)record), NULL, seq);
 }
 
 static const char *str(const json_t *o, const char *k) { return json_string_value(json_object_get(o, k)); }
