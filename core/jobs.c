@@ -20,6 +20,7 @@ typedef struct handler {
         relay_plugin *plugin;
         char *kind;
         int concurrency, running;
+        bool batch; /* relay_job_batch: a claim's jobs share one transaction */
         relay_job_fn fn;
         void *data;
 } handler;
@@ -92,6 +93,16 @@ RELAY_API int relay_job_handler(relay_plugin *p, const char *kind, int concurren
         h->next = handlers;
         handlers = h;
         return RELAY_OK;
+}
+
+RELAY_API int relay_job_batch(relay_plugin *p, const char *kind)
+{
+        for (handler *h = handlers; h; h = h->next)
+                if (h->plugin == p && kind && strcmp(h->kind, kind) == 0 && relay_daemon.initialising == p) {
+                        h->batch = true;
+                        return RELAY_OK;
+                }
+        return RELAY_ERR;
 }
 
 RELAY_API const char *relay_job_id(relay_job *job) { return job->id; }
@@ -274,6 +285,20 @@ static void purge_done(relay_db *db, int64_t now)
                       now - (int64_t)conf_ms("keep_done"));
 }
 
+/* Runs JOB's handler; in a batch, inside a savepoint of its own, so a
+ * handler whose statements failed (PostgreSQL then refuses the rest of
+ * the transaction) is undone alone, end of job included. */
+static void run_handler(relay_db *db, handler *h, relay_job *job, bool batch)
+{
+        bool own = batch && relay_db_begin(db) == RELAY_DB_OK;
+        h->fn(h->plugin, job, h->data);
+        if (own && relay_db_commit(db) != RELAY_DB_OK) {
+                log_warn("jobs: a %s job's work failed in its batch: %s (it runs again when its lease expires)",
+                         h->kind, relay_db_errmsg(db));
+                relay_db_rollback(db);
+        }
+}
+
 static void claim(relay_db *db, handler *h, int64_t now)
 {
         int want = h->concurrency - h->running;
@@ -297,6 +322,9 @@ static void claim(relay_db *db, handler *h, int64_t now)
         if (claim_failing)
                 log_info("jobs: claims work again");
         claim_failing = false;
+        /* relay_job_batch: the claim's jobs share one transaction */
+        bool batch =
+                h->batch && relay_db_rows(r) > 0 && !relay_db_in_transaction(db) && relay_db_begin(db) == RELAY_DB_OK;
         while (relay_db_next(r)) {
                 relay_job *job = calloc(1, sizeof(*job));
                 if (!job)
@@ -315,9 +343,12 @@ static void claim(relay_db *db, handler *h, int64_t now)
                 job->started_ms = job->renewed_ms = now;
                 list_link(&claims, job);
                 h->running++;
-                h->fn(h->plugin, job, h->data);
+                run_handler(db, h, job, batch);
         }
         relay_db_free(r);
+        if (batch && relay_db_commit(db) != RELAY_DB_OK)
+                log_warn("jobs: cannot commit a batch of %s jobs: %s (they run again when their leases expire)",
+                         h->kind, relay_db_errmsg(db));
 }
 
 /* Running claims keep their lease; one that outlived [jobs] timeout is

@@ -16,7 +16,7 @@
 
 #define WAIT_FOR_OTHERS_MS 1000
 #define WAIT_FOR_SUBSCRIBERS_MS 100
-#define JOB_CONCURRENCY 16
+#define JOB_CONCURRENCY 64
 
 static int on_record(relay_plugin *p, const relay_event *ev, void *data)
 {
@@ -93,7 +93,9 @@ int sync_outbound_register(relay_plugin *p)
 {
         if (relay_event_subscribe(p, "sync.created", "record.created", on_record, NULL) ||
             relay_event_subscribe(p, "sync.updated", "record.updated", on_record, NULL) ||
-            relay_job_handler(p, SYNC_JOB_KIND, JOB_CONCURRENCY, run_sync, NULL))
+            relay_job_handler(p, SYNC_JOB_KIND, JOB_CONCURRENCY, run_sync, NULL) ||
+            /* a job is a few statements: one commit for a claim's worth, not two per record */
+            relay_job_batch(p, SYNC_JOB_KIND))
                 return RELAY_ERR;
         return RELAY_OK;
 }

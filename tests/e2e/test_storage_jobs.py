@@ -284,3 +284,38 @@ def test_dead_letter_retry_and_listing(store_daemon):
     assert [r["attempt"] for r in rs] == [1, 2, 3]
     assert_no_overlap(rs)
     assert "job %s (st.work) dead after 2 attempts: planned failure 2" % dead in d.log
+
+
+def writes(d, tenant=None):
+    status, _, body = call(d, "GET", "/store/writes", tenant=tenant)
+    assert status == 200, body
+    return {r["id"] for r in body["rows"]}
+
+
+def test_batched_jobs_share_a_transaction_and_fail_alone(store_daemon, engine):
+    """relay_job_batch: a claim's st.batch jobs run in one transaction.
+    Every plain job ends done with its write kept; a job ending failed is
+    requeued with its error (its write kept: the failure was its own
+    answer); a job whose handler runs a failing statement after ending
+    done is undone alone on PostgreSQL (which refuses the rest of a
+    transaction after an error: its savepoint is rolled back, its job left
+    running until its lease expires), while SQLite fails only the
+    statement and keeps the rest."""
+    d = store_daemon({"jobs": {"lease": "30s"}})
+    plain = enqueue(d, n=20, batch=True)
+    failing = enqueue(d, batch=True, fail=True)
+    bad = enqueue(d, batch=True, bad_sql=True)
+    more = enqueue(d, n=5, batch=True)
+    js = wait_state(d, plain + more, "done")
+    assert wait_for(lambda: jobs(d)[failing[0]]["state"] == "queued" and jobs(d)[failing[0]]["attempts"] == 1), \
+        jobs(d)[failing[0]]
+    failed = jobs(d)[failing[0]]
+    assert failed["last_error"] == "planned failure", failed
+    seen = writes(d)
+    assert {i + "/1" for i in plain + more + failing} <= seen, seen
+    if engine == "pgsql":
+        assert "failed in its batch" in d.wait_log("failed in its batch")
+        assert jobs(d)[bad[0]]["state"] == "running" and bad[0] + "/1" not in writes(d)
+    else:
+        assert wait_state(d, bad, "done") and bad[0] + "/1" in writes(d)
+    assert all(js[i]["attempts"] == 1 for i in plain + more)

@@ -204,7 +204,7 @@ static int post_jobs(relay_req *req)
         int64_t now = relay_now_ms(), delay = json_integer_value(json_object_get(b, "delay_ms"));
         relay_job_spec spec = {.size = sizeof(spec),
                                .tenant = tenant(req),
-                               .kind = "st.work",
+                               .kind = json_is_true(json_object_get(b, "batch")) ? "st.batch" : "st.work",
                                .queue = json_string_value(json_object_get(b, "queue")),
                                .target = "test",
                                .payload = b,
@@ -340,6 +340,29 @@ static void run_job(relay_plugin *p, relay_job *job, void *data)
         relay_plugin_work(p, sleep_work, job_finished, r);
 }
 
+/* st.batch (relay_job_batch): finishes inside its handler.  It records
+ * the job in st_writes, then per its payload: "fail" ends it failed (to
+ * be retried), "bad_sql" runs a statement that fails after ending it done
+ * (PostgreSQL then refuses the rest of the transaction: the job's
+ * savepoint must be undone alone), otherwise ends it done. */
+static void run_batch_job(relay_plugin *p, relay_job *job, void *data)
+{
+        relay_db *db = relay_plugin_db(p);
+        json_t *pl = relay_job_payload(job);
+        char row[64];
+        snprintf(row, sizeof(row), "%s/%d", relay_job_id(job), relay_job_attempt(job));
+        relay_db_exec(db, NULL, "INSERT INTO st_writes (id, tenant, created_ms) VALUES (?, ?, ?)", "ssi", row,
+                      relay_job_tenant(job), relay_now_ms());
+        if (json_is_true(json_object_get(pl, "fail"))) {
+                relay_job_done(job, 0, "planned failure", 60000);
+                return;
+        }
+        bool bad_sql = json_is_true(json_object_get(pl, "bad_sql"));
+        relay_job_done(job, 1, NULL, 0); /* frees the job and its payload */
+        if (bad_sql)
+                relay_db_exec(db, NULL, "INSERT INTO st_nowhere (x) VALUES (1)", "");
+}
+
 /* -------------------------------------------------------------- migrations */
 
 static const relay_migration migrations[] = {
@@ -373,7 +396,9 @@ static int init(relay_plugin *p)
         relay_error_style(p, RELAY_ERRORS_OBJECT);
         if (relay_migrations(p, relay_conf_bool(p, "fail_migration") ? failing : migrations) ||
             relay_event_subscribe(p, "seen", "st.*", on_event, NULL) ||
-            relay_job_handler(p, "st.work", (int)relay_conf_int(p, "job_concurrency"), run_job, NULL))
+            relay_job_handler(p, "st.work", (int)relay_conf_int(p, "job_concurrency"), run_job, NULL) ||
+            relay_job_handler(p, "st.batch", 16, run_batch_job, NULL) || relay_job_batch(p, "st.batch") ||
+            relay_job_batch(p, "st.none") != RELAY_ERR /* no such handler: refused */)
                 return RELAY_ERR;
         struct {
                 const char *m, *path;

@@ -64,6 +64,17 @@ RELAY_API int relay_job_pending(relay_db *db, const char *tenant, const char *ta
  * Call in init(). */
 RELAY_API int relay_job_handler(relay_plugin *p, const char *kind, int concurrency, relay_job_fn fn, void *data);
 
+/* Jobs of KIND claimed together run in one transaction, committed once
+ * after the last of them, with the end of every one that finished
+ * (relay_job_done, _defer, _fail) inside its handler: one commit for the
+ * claim instead of one or two per job.  Each handler runs in its own
+ * savepoint; one whose statements fail is rolled back alone and its job
+ * left to run again when its lease expires.  For short handlers that
+ * finish before returning and whose writes may become durable together
+ * (a crash before the commit runs them all again).  Call in init(), after
+ * relay_job_handler.  (ABI 1.3) */
+RELAY_API int relay_job_batch(relay_plugin *p, const char *kind);
+
 /* Makes a queued, failed or dead job due now (attempts kept; a dead job
  * gets one more attempt).  RELAY_DB_OK, or RELAY_ERR when TENANT has no such job. */
 RELAY_API int relay_job_retry_now(relay_db *db, const char *tenant, const char *id);

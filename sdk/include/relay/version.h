@@ -8,6 +8,6 @@
 #define RELAY_VERSION_H
 
 #define RELAY_SDK_ABI_MAJOR 1
-#define RELAY_SDK_ABI_MINOR 2
+#define RELAY_SDK_ABI_MINOR 3
 
 #endif
