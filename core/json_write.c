@@ -16,8 +16,7 @@
  * in a reply, fits; a cycle or a runaway structure stops here. */
 #define MAX_DEPTH 4096
 
-/* Length of the valid UTF-8 sequence at S (at most N bytes), or 0. */
-static size_t utf8_len(const unsigned char *s, size_t n)
+size_t utf8_sequence_len(const unsigned char *s, size_t n)
 {
         unsigned char c = s[0];
         size_t len = c < 0x80                 ? 1
@@ -48,7 +47,7 @@ static int write_string(buf *o, const char *str, size_t n)
         for (size_t i = 0; i < n;) {
                 unsigned char c = s[i];
                 if (c >= 0x80) {
-                        size_t len = utf8_len(s + i, n - i);
+                        size_t len = utf8_sequence_len(s + i, n - i);
                         if (!len)
                                 return -1;
                         i += len;

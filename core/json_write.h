@@ -10,4 +10,9 @@
  * than jansson allows, out of memory) with O as it was. */
 int json_write(buf *o, const json_t *v);
 
+/* Length of the valid UTF-8 sequence at S, within N bytes (RFC 3629: no
+ * overlongs, no surrogates, nothing above U+10FFFF), or 0.  On a
+ * NUL-terminated string N may be SIZE_MAX: a NUL never continues one. */
+size_t utf8_sequence_len(const unsigned char *s, size_t n);
+
 #endif

@@ -1,5 +1,6 @@
 /* response.c - reply bytes: status line, headers, body; the error shapes of
  * the five products; and errors for requests the parser could not read. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -152,22 +153,8 @@ RELAY_API int relay_reply_empty(relay_req *req, int status) { return response_se
 
 /* ------------------------------------------------------------------- errors */
 
-/* Length of the valid UTF-8 sequence at S (RFC 3629: no overlongs, no
- * surrogates, nothing above U+10FFFF), or 0. */
-static size_t utf8_sequence(const unsigned char *s)
-{
-        unsigned char c = s[0];
-        size_t n = c < 0x80                 ? 1
-                   : c >= 0xc2 && c <= 0xdf ? 2
-                   : c >= 0xe0 && c <= 0xef ? 3
-                   : c >= 0xf0 && c <= 0xf4 ? 4
-                                            : 0;
-        unsigned char lo = c == 0xe0 ? 0xa0 : c == 0xf0 ? 0x90 : 0x80, hi = c == 0xed ? 0x9f : c == 0xf4 ? 0x8f : 0xbf;
-        for (size_t i = 1; i < n; i++, lo = 0x80, hi = 0xbf)
-                if (s[i] < lo || s[i] > hi)
-                        return 0;
-        return n;
-}
+/* The valid UTF-8 sequence at S of a NUL-terminated string: its length, or 0. */
+static size_t utf8_sequence(const unsigned char *s) { return utf8_sequence_len(s, SIZE_MAX); }
 
 /* MESSAGE as valid UTF-8, in TMP if it was not: error messages quote what
  * clients sent (a path parameter, the JSON parser's view of a bad token,
