@@ -1,6 +1,7 @@
 /* pgsql.c - the PostgreSQL storage driver (libpq): one connection per
  * thread, `?` placeholders numbered to $1..$n, statements prepared once
  * per connection, error classes from SQLSTATE, PQreset after a loss. */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,11 +22,15 @@ enum {
         OID_NUMERIC = 1700
 };
 
+#define PENDING_MAX 4
+
 struct relay_driver_conn {
         PGconn *pg;
         relay_map *stmts; /* types + SQL -> statement name */
         int cache_max;
         unsigned next_name;
+        char *pending[PENDING_MAX]; /* BEGIN, SAVEPOINT, RELEASE not sent yet (pending.c below) */
+        size_t n_pending;
 };
 
 static void quiet(void *arg, const char *message)
@@ -69,10 +74,18 @@ static relay_driver_conn *conn_open(const relay_driver_config *cfg, char *err, s
         return c;
 }
 
+static void drop_pending(relay_driver_conn *c)
+{
+        for (size_t i = 0; i < c->n_pending; i++)
+                free(c->pending[i]);
+        c->n_pending = 0;
+}
+
 static void conn_close(relay_driver_conn *c)
 {
         if (!c)
                 return;
+        drop_pending(c);
         relay_map_free(c->stmts, free);
         PQfinish(c->pg);
         free(c);
@@ -80,6 +93,7 @@ static void conn_close(relay_driver_conn *c)
 
 static int conn_reconnect(relay_driver_conn *c, char *err, size_t len)
 {
+        drop_pending(c); /* their transaction died with the session */
         PQreset(c->pg);
         relay_map_free(c->stmts, free); /* prepared statements died with the session */
         c->stmts = relay_map_new();
@@ -202,7 +216,8 @@ static void param_types(const relay_db_param *p, size_t n, Oid *types)
 static char params_type(const relay_db_param *p) { return p->type; }
 
 /* The prepared statement's name for SQL with these parameter types. */
-static const char *prepared(relay_driver_conn *c, const char *sql, const relay_db_param *p, size_t n, PGresult **failed)
+/* The statement cache's key: the parameters' types, '|', the SQL. */
+static char *statement_key(const char *sql, const relay_db_param *p, size_t n)
 {
         size_t sql_len = strlen(sql);
         char *key = malloc(n + 2 + sql_len);
@@ -212,6 +227,23 @@ static const char *prepared(relay_driver_conn *c, const char *sql, const relay_d
                 key[i] = params_type(&p[i]);
         key[n] = '|';
         memcpy(key + n + 1, sql, sql_len + 1);
+        return key;
+}
+
+/* The name SQL was prepared under on this connection, or NULL. */
+static const char *cached_name(relay_driver_conn *c, const char *sql, const relay_db_param *p, size_t n)
+{
+        char *key = statement_key(sql, p, n);
+        const char *name = key ? relay_map_get(c->stmts, key) : NULL;
+        free(key);
+        return name;
+}
+
+static const char *prepared(relay_driver_conn *c, const char *sql, const relay_db_param *p, size_t n, PGresult **failed)
+{
+        char *key = statement_key(sql, p, n);
+        if (!key)
+                return NULL;
         const char *name = relay_map_get(c->stmts, key);
         if (name) {
                 free(key);
@@ -247,11 +279,110 @@ static const char *prepared(relay_driver_conn *c, const char *sql, const relay_d
         return nm;
 }
 
+/* ------------------------------------------------ transaction control, late
+ *
+ * Every statement is a round trip, and with the daemon and PostgreSQL on
+ * one CPU a round trip is two context switches: a grouped create paid one
+ * for its SAVEPOINT and one for its RELEASE, a batched sync job four.
+ * BEGIN, SAVEPOINT and RELEASE SAVEPOINT (no parameters, no rows) are
+ * therefore kept here and sent in one pipeline with the next statement
+ * (libpq pipeline mode), which costs one round trip for all of them.
+ * Nothing is kept while the transaction is in error: a RELEASE there fails,
+ * and that failure must reach the caller that asked for it, at once.  A
+ * kept command's own failure (it cannot fail otherwise) is reported by the
+ * statement it travelled with. */
+static bool can_wait(relay_driver_conn *c, const char *sql, size_t n)
+{
+#ifdef LIBPQ_HAS_PIPELINING
+        if (n || c->n_pending == PENDING_MAX)
+                return false;
+        PGTransactionStatusType t = PQtransactionStatus(c->pg);
+        if (strcmp(sql, "BEGIN") == 0)
+                return t == PQTRANS_IDLE && c->n_pending == 0;
+        return (t == PQTRANS_INTRANS || c->n_pending > 0) &&
+               (strncmp(sql, "SAVEPOINT ", 10) == 0 || strncmp(sql, "RELEASE SAVEPOINT ", 18) == 0);
+#else
+        (void)c, (void)sql, (void)n;
+        return false;
+#endif
+}
+
+/* Sends what waits on its own (before a statement that cannot travel with
+ * it): one round trip, the simple protocol running them in order. */
+static int send_pending(relay_driver_conn *c, char *err, size_t len)
+{
+        if (!c->n_pending)
+                return RELAY_DB_OK;
+        size_t total = 1;
+        for (size_t i = 0; i < c->n_pending; i++)
+                total += strlen(c->pending[i]) + 2;
+        char *script = malloc(total);
+        if (!script)
+                return snprintf(err, len, "out of memory"), RELAY_DB_ERROR;
+        script[0] = '\0';
+        for (size_t i = 0; i < c->n_pending; i++)
+                strcat(strcat(script, c->pending[i]), "; ");
+        drop_pending(c);
+        PGresult *res = PQexec(c->pg, script);
+        free(script);
+        if (PQresultStatus(res) != PGRES_COMMAND_OK)
+                return fail(c, res, err, len);
+        PQclear(res);
+        return RELAY_DB_OK;
+}
+
+#ifdef LIBPQ_HAS_PIPELINING
+/* The kept commands, then the prepared statement NAME, in one pipeline.
+ * *RES gets the statement's result (or the first failure's). */
+static int send_with_pending(relay_driver_conn *c, const char *name, int n, const char *const *values,
+                             const int *lengths, const int *formats, PGresult **res)
+{
+        size_t kept = c->n_pending, sent = 0;
+        bool ok = PQenterPipelineMode(c->pg) == 1;
+        for (; ok && sent < kept; sent++)
+                ok = PQsendQueryParams(c->pg, c->pending[sent], 0, NULL, NULL, NULL, NULL, 0) == 1;
+        ok = ok && PQsendQueryPrepared(c->pg, name, n, values, lengths, formats, 0) == 1 && PQpipelineSync(c->pg) == 1;
+        drop_pending(c);
+        *res = NULL;
+        /* every command's result, each followed by NULL, then the sync */
+        for (size_t i = 0; ok && i <= kept; i++) {
+                PGresult *r = PQgetResult(c->pg);
+                ExecStatusType s = PQresultStatus(r);
+                bool failed = !r || (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK);
+                if (!*res && (i == kept || failed))
+                        *res = r; /* the first failure, or the statement's result */
+                else
+                        PQclear(r);
+                if (!r)
+                        ok = false;
+                else
+                        while ((r = PQgetResult(c->pg)) != NULL)
+                                PQclear(r);
+        }
+        PGresult *sync = ok ? PQgetResult(c->pg) : NULL;
+        ok = ok && PQresultStatus(sync) == PGRES_PIPELINE_SYNC;
+        PQclear(sync);
+        if (PQexitPipelineMode(c->pg) != 1)
+                ok = false;
+        return ok ? RELAY_DB_OK : RELAY_DB_UNAVAILABLE;
+}
+#endif
+
 static int conn_exec(relay_driver_conn *c, const char *sql, const relay_db_param *params, size_t n,
                      relay_db_result *out, char *err, size_t len)
 {
+        if (can_wait(c, sql, n)) {
+                char *kept = strdup(sql);
+                if (kept) {
+                        c->pending[c->n_pending++] = kept;
+                        return RELAY_DB_OK;
+                }
+        }
         PGresult *res;
         if (!params && !out) {
+                int rc = send_pending(c, err, len);
+                if (rc != RELAY_DB_OK)
+                        return rc;
                 res = PQexec(c->pg, sql); /* a script: several statements, no parameters */
         } else {
                 if (n > MAX_PARAMS)
@@ -271,7 +402,23 @@ static int conn_exec(relay_driver_conn *c, const char *sql, const relay_db_param
                                 snprintf(numbers[i], sizeof(numbers[i]), "%.17g", p->d), values[i] = numbers[i];
                 }
                 PGresult *failed = NULL;
-                const char *name = prepared(c, sql, params, n, &failed);
+                /* a statement seen before travels with what waits; a new one is
+                 * prepared (a round trip that may fail) after it was sent */
+                const char *name = c->n_pending ? cached_name(c, sql, params, n) : NULL;
+#ifdef LIBPQ_HAS_PIPELINING
+                if (name) {
+                        int rc = send_with_pending(c, name, (int)n, values, lengths, formats, &res);
+                        if (rc != RELAY_DB_OK)
+                                return fail(c, res, err, len);
+                        goto got;
+                }
+#endif
+                if (c->n_pending) {
+                        int rc = send_pending(c, err, len);
+                        if (rc != RELAY_DB_OK)
+                                return rc;
+                }
+                name = prepared(c, sql, params, n, &failed);
                 if (failed)
                         return fail(c, failed, err, len);
                 if (name) {
@@ -284,6 +431,9 @@ static int conn_exec(relay_driver_conn *c, const char *sql, const relay_db_param
                         free(text);
                 }
         }
+#ifdef LIBPQ_HAS_PIPELINING
+got:;
+#endif
         ExecStatusType s = PQresultStatus(res);
         if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK)
                 return fail(c, res, err, len);
