@@ -205,7 +205,12 @@ static bool deliver_batch(relay_db *db, subscription *s, uint64_t now)
          * together, so a crash cannot replay an event whose effects are
          * stored, and a batch costs one commit, not one per event. */
         bool tx = relay_db_rows(r) > 0 && relay_db_begin(db) == RELAY_DB_OK;
+        bool cut = false; /* stopped early: the rest of the rows come in the next batch */
         while (relay_db_next(r)) {
+                if (tx && storage_tx_full(db)) {
+                        cut = true;
+                        break;
+                }
                 const char *type = relay_db_text(r, 3);
                 if (relay_event_matches(s->pattern, type)) {
                         json_t *payload = relay_db_json(r, 4);
@@ -230,7 +235,7 @@ static bool deliver_batch(relay_db *db, subscription *s, uint64_t now)
                 }
                 s->cursor = relay_db_int(r, 0);
         }
-        bool full = (int64_t)relay_db_rows(r) == batch && s->retry_at <= now;
+        bool full = (cut || (int64_t)relay_db_rows(r) == batch) && s->retry_at <= now;
         relay_db_free(r);
         int rc = s->cursor != start ? save_cursor(db, s) : RELAY_DB_OK;
         if (tx && relay_db_in_transaction(db))

@@ -42,14 +42,15 @@ static int run_one(relay_db *db, group_entry *e)
         return rc;
 }
 
-/* Runs up to GROUP_MAX entries from *LIST in one transaction; returns the
+/* Runs up to GROUP_MAX entries from *LIST in one transaction (fewer when
+ * PostgreSQL's subtransactions run short: storage_tx_full); returns the
  * first entry not run. */
 static group_entry *run_batch(relay_db *db, group_entry *list)
 {
         group_entry *e = list;
         int rc = relay_db_begin(db);
         int n = 0;
-        for (; e && n < GROUP_MAX; e = e->next, n++)
+        for (; e && n < GROUP_MAX && !storage_tx_full(db); e = e->next, n++)
                 e->status = rc == RELAY_DB_OK ? run_one(db, e) : rc;
         if (rc == RELAY_DB_OK) {
                 int commit = relay_db_commit(db);

@@ -343,6 +343,8 @@ static void claim(relay_db *db, handler *h, int64_t now)
                 job->started_ms = job->renewed_ms = now;
                 list_link(&claims, job);
                 h->running++;
+                if (batch && storage_tx_full(db)) /* PostgreSQL's subtransactions: go on in a new transaction */
+                        batch = relay_db_commit(db) == RELAY_DB_OK && relay_db_begin(db) == RELAY_DB_OK;
                 run_handler(db, h, job, batch);
         }
         relay_db_free(r);

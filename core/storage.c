@@ -409,10 +409,22 @@ RELAY_API int relay_db_begin(relay_db *db)
                 writer_leave(db);
         if (rc == RELAY_DB_OK) {
                 if (db->depth == 0)
-                        db->emitted = db->enqueued = db->outbox_locked = false;
+                        db->emitted = db->enqueued = db->outbox_locked = false, db->savepoints = 0;
+                else
+                        db->savepoints++;
                 db->depth++;
         }
         return rc;
+}
+
+/* 64 subtransactions, less a margin for the savepoints one more unit of
+ * work may open inside its own (a change's, a subscriber's). */
+#define SUBTRANSACTIONS_PER_TX 56
+
+bool storage_tx_full(relay_db *db)
+{
+        return db && db->depth > 0 && db->drv && strcmp(db->drv->dialect, "pgsql") == 0 &&
+               db->savepoints >= SUBTRANSACTIONS_PER_TX;
 }
 
 static void after_commit(relay_db *db)

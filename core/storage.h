@@ -10,6 +10,7 @@ struct relay_db {
         const relay_storage_driver *drv;
         relay_driver_conn *conn; /* NULL until first use, or after a failed open */
         int depth;               /* transaction nesting: 0 none, 1 top, >1 savepoints */
+        int savepoints;          /* made in the open transaction (storage_tx_full) */
         bool emitted, enqueued;  /* the open transaction wrote events / jobs */
         bool outbox_locked;      /* it holds the outbox's ordering lock (events.c) */
         bool down;               /* the connection was lost; reconnect after down_until */
@@ -30,6 +31,14 @@ relay_db *storage_db_new(void);
 void storage_db_free(relay_db *db);
 /* The control thread's connection. */
 relay_db *storage_control_db(void);
+/* Should the open transaction take no more units of work in savepoints?
+ * PostgreSQL keeps 64 subtransactions per session in shared memory; past
+ * that every session's snapshot checks read pg_subtrans, and the whole
+ * database slows down (a dispatcher batch of 200 audit appends, one
+ * savepoint each, halved PostgreSQL's throughput).  Batching loops (group
+ * commit, the event dispatcher, batched jobs) commit and go on in a new
+ * transaction when this says so.  Never on SQLite. */
+bool storage_tx_full(relay_db *db);
 /* Runs SQL with no parameters, several statements allowed (migrations). */
 int storage_script(relay_db *db, const char *sql);
 /* A request ended: roll back a transaction its handler left open. */

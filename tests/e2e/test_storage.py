@@ -452,3 +452,25 @@ def test_outbox_delivers_after_kill9(store_daemon, storage):
     # each writer's events in the order it committed them
     for w, mine in per_writer.items():
         assert [e for e in got if e in set(mine)] == mine
+
+
+def test_a_backlog_longer_than_a_transaction_may_hold_is_delivered_once_in_order(store_daemon, storage):
+    """300 events waiting when the daemon starts: a dispatcher batch is 200
+    events, each delivered in a savepoint; on PostgreSQL a transaction stops
+    taking more before 64 subtransactions (storage_tx_full) and the batch
+    goes on in the next one.  Every event arrives exactly once, in order,
+    and the subscriber's position ends at the last."""
+    d = store_daemon()
+    assert seen(d, tenant="bulk") == []
+    d.stop()
+    for i in range(300):
+        storage.execute("INSERT INTO relay_events (id, tenant, type, payload, created_ms) VALUES "
+                        "('evt_bulk%04d', 'bulk', 'st.bulk', '{\"i\": %d}', 0)" % (i, i))
+    last = int(storage.scalar("SELECT MAX(seq) FROM relay_events"))
+    d.start()
+    rows = wait_for(lambda: (lambda r: r if len(r) >= 300 else None)(seen(d, tenant="bulk")), timeout=10)
+    assert rows, "%d of 300 events delivered" % len(seen(d, tenant="bulk"))
+    assert [r["event_id"] for r in rows] == ["evt_bulk%04d" % i for i in range(300)]
+    assert all(int(r["deliveries"]) == 1 for r in rows)
+    assert wait_for(lambda: int(storage.scalar("SELECT seq FROM relay_event_cursors WHERE name = 'storetest/seen'"))
+                    == last)
