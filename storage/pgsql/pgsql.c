@@ -29,7 +29,7 @@ struct relay_driver_conn {
         relay_map *stmts; /* types + SQL -> statement name */
         int cache_max;
         unsigned next_name;
-        char *pending[PENDING_MAX]; /* BEGIN, SAVEPOINT, RELEASE not sent yet (pending.c below) */
+        char *pending[PENDING_MAX]; /* BEGIN, SAVEPOINT, RELEASE not sent yet ("late", below) */
         size_t n_pending;
 };
 
@@ -215,7 +215,6 @@ static void param_types(const relay_db_param *p, size_t n, Oid *types)
 
 static char params_type(const relay_db_param *p) { return p->type; }
 
-/* The prepared statement's name for SQL with these parameter types. */
 /* The statement cache's key: the parameters' types, '|', the SQL. */
 static char *statement_key(const char *sql, const relay_db_param *p, size_t n)
 {
@@ -239,6 +238,8 @@ static const char *cached_name(relay_driver_conn *c, const char *sql, const rela
         return name;
 }
 
+/* The prepared statement's name for SQL with these parameter types,
+ * preparing it on first use. */
 static const char *prepared(relay_driver_conn *c, const char *sql, const relay_db_param *p, size_t n, PGresult **failed)
 {
         char *key = statement_key(sql, p, n);
@@ -331,12 +332,17 @@ static int send_pending(relay_driver_conn *c, char *err, size_t len)
         return RELAY_DB_OK;
 }
 
-#ifdef LIBPQ_HAS_PIPELINING
 /* The kept commands, then the prepared statement NAME, in one pipeline.
- * *RES gets the statement's result (or the first failure's). */
+ * *RES gets the statement's result (or the first failure's).  (Without
+ * pipelining nothing is ever kept, so this is never called.) */
 static int send_with_pending(relay_driver_conn *c, const char *name, int n, const char *const *values,
                              const int *lengths, const int *formats, PGresult **res)
 {
+#ifndef LIBPQ_HAS_PIPELINING
+        (void)c, (void)name, (void)n, (void)values, (void)lengths, (void)formats;
+        *res = NULL;
+        return RELAY_DB_ERROR;
+#else
         size_t kept = c->n_pending, sent = 0;
         bool ok = PQenterPipelineMode(c->pg) == 1;
         for (; ok && sent < kept; sent++)
@@ -365,8 +371,8 @@ static int send_with_pending(relay_driver_conn *c, const char *name, int n, cons
         if (PQexitPipelineMode(c->pg) != 1)
                 ok = false;
         return ok ? RELAY_DB_OK : RELAY_DB_UNAVAILABLE;
-}
 #endif
+}
 
 static int conn_exec(relay_driver_conn *c, const char *sql, const relay_db_param *params, size_t n,
                      relay_db_result *out, char *err, size_t len)
@@ -401,39 +407,32 @@ static int conn_exec(relay_driver_conn *c, const char *sql, const relay_db_param
                         else if (p->type == 'd')
                                 snprintf(numbers[i], sizeof(numbers[i]), "%.17g", p->d), values[i] = numbers[i];
                 }
-                PGresult *failed = NULL;
                 /* a statement seen before travels with what waits; a new one is
-                 * prepared (a round trip that may fail) after it was sent */
+                 * prepared (a round trip that may fail) after that was sent */
                 const char *name = c->n_pending ? cached_name(c, sql, params, n) : NULL;
-#ifdef LIBPQ_HAS_PIPELINING
                 if (name) {
-                        int rc = send_with_pending(c, name, (int)n, values, lengths, formats, &res);
-                        if (rc != RELAY_DB_OK)
+                        if (send_with_pending(c, name, (int)n, values, lengths, formats, &res) != RELAY_DB_OK)
                                 return fail(c, res, err, len);
-                        goto got;
-                }
-#endif
-                if (c->n_pending) {
+                } else {
+                        PGresult *failed = NULL;
                         int rc = send_pending(c, err, len);
                         if (rc != RELAY_DB_OK)
                                 return rc;
-                }
-                name = prepared(c, sql, params, n, &failed);
-                if (failed)
-                        return fail(c, failed, err, len);
-                if (name) {
-                        res = PQexecPrepared(c->pg, name, (int)n, values, lengths, formats, 0);
-                } else {
-                        Oid types[MAX_PARAMS];
-                        param_types(params, n, types);
-                        char *text = number_placeholders(sql);
-                        res = PQexecParams(c->pg, text ? text : sql, (int)n, types, values, lengths, formats, 0);
-                        free(text);
+                        name = prepared(c, sql, params, n, &failed);
+                        if (failed)
+                                return fail(c, failed, err, len);
+                        if (name) {
+                                res = PQexecPrepared(c->pg, name, (int)n, values, lengths, formats, 0);
+                        } else {
+                                Oid types[MAX_PARAMS];
+                                param_types(params, n, types);
+                                char *text = number_placeholders(sql);
+                                res = PQexecParams(c->pg, text ? text : sql, (int)n, types, values, lengths, formats,
+                                                   0);
+                                free(text);
+                        }
                 }
         }
-#ifdef LIBPQ_HAS_PIPELINING
-got:;
-#endif
         ExecStatusType s = PQresultStatus(res);
         if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK)
                 return fail(c, res, err, len);
