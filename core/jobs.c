@@ -299,6 +299,17 @@ static void run_handler(relay_db *db, handler *h, relay_job *job, bool batch)
         }
 }
 
+/* Commits a batch's transaction; false (and a warning) when its jobs must
+ * wait for their leases to run again. */
+static bool batch_commit(relay_db *db, handler *h)
+{
+        if (relay_db_commit(db) == RELAY_DB_OK)
+                return true;
+        log_warn("jobs: cannot commit a batch of %s jobs: %s (they run again when their leases expire)", h->kind,
+                 relay_db_errmsg(db));
+        return false;
+}
+
 static void claim(relay_db *db, handler *h, int64_t now)
 {
         int want = h->concurrency - h->running;
@@ -344,13 +355,12 @@ static void claim(relay_db *db, handler *h, int64_t now)
                 list_link(&claims, job);
                 h->running++;
                 if (batch && storage_tx_full(db)) /* PostgreSQL's subtransactions: go on in a new transaction */
-                        batch = relay_db_commit(db) == RELAY_DB_OK && relay_db_begin(db) == RELAY_DB_OK;
+                        batch = batch_commit(db, h) && relay_db_begin(db) == RELAY_DB_OK;
                 run_handler(db, h, job, batch);
         }
         relay_db_free(r);
-        if (batch && relay_db_commit(db) != RELAY_DB_OK)
-                log_warn("jobs: cannot commit a batch of %s jobs: %s (they run again when their leases expire)",
-                         h->kind, relay_db_errmsg(db));
+        if (batch)
+                batch_commit(db, h);
 }
 
 /* Running claims keep their lease; one that outlived [jobs] timeout is

@@ -16,10 +16,8 @@
 
 #define WAIT_FOR_OTHERS_MS 1000
 #define WAIT_FOR_SUBSCRIBERS_MS 100
-/* Also the batch: a claim's jobs share a transaction, each in a savepoint
- * and another for its mark; PostgreSQL keeps 64 subtransactions per
- * backend in shared memory and, past that, makes every other session's
- * snapshot checks read pg_subtrans (claims of 64 cost each record 4 ms). */
+/* Also the batch: a claim's jobs share one transaction (relay_job_batch),
+ * which the storage layer splits before PostgreSQL's subtransaction limit. */
 #define JOB_CONCURRENCY 16
 
 static int on_record(relay_plugin *p, const relay_event *ev, void *data)
