@@ -193,7 +193,10 @@ pg_as() { (cd "$TMP/pg" && ${PGRUN[@]+"${PGRUN[@]}"} "$@"); }
 
 # A throwaway cluster in TMP/pg: initdb --auth=trust -U relay, TCP on
 # 127.0.0.1:PG_PORT, max_connections=200, everything else PostgreSQL's
-# defaults (fsync on, synchronous_commit on).  Sets PG_SETTINGS.
+# defaults (fsync on, synchronous_commit on), plus PG_OPTS (extra postgres
+# options, e.g. "-c shared_preload_libraries=pg_stat_statements" to see
+# which statements cost the server; KEEP_TMP=1 keeps the cluster, whose
+# statistics survive its clean shutdown).  Sets PG_SETTINGS.
 start_pg() {
 	local out
 	mkdir -p "$TMP/pg/sock" || die "mkdir $TMP/pg failed"
@@ -215,7 +218,7 @@ start_pg() {
 	# shellcheck disable=SC2086
 	pg_as ${PIN_PG[@]+"${PIN_PG[@]}"} timeout -k 5 $((STARTUP_TIMEOUT + 10)) "$PG_BIN/pg_ctl" -D "$PGDATA" \
 		-l "$TMP/pg/postgres.log" -w -t "$STARTUP_TIMEOUT" \
-		-o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $TMP/pg/sock -c max_connections=200" \
+		-o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $TMP/pg/sock -c max_connections=200 ${PG_OPTS:-}" \
 		start >"$TMP/pg/pg_ctl.log" 2>&1 || {
 		cat "$TMP/pg/pg_ctl.log" "$TMP/pg/postgres.log" >&2 2>/dev/null
 		die "PostgreSQL did not start"
@@ -244,6 +247,21 @@ stop_pg() {
 
 psql_c() { # SQL -> its value(s), unaligned, one row a line
 	timeout -k 5 30 "$PG_BIN/psql" -X -q -A -t -h 127.0.0.1 -p "$PG_PORT" -U relay -d postgres -c "$1"
+}
+
+# steady_stats ENGINE: on PostgreSQL, ANALYZE, which autovacuum does within
+# a minute (autovacuum_naptime) in a running deployment.  Until then the
+# tables of a fresh cluster have no statistics, and the generic plans that
+# relay-server's prepared statements cached while they were nearly empty
+# stay: a record looked up by (tenant, id) then walks records_feed's
+# (tenant, change_seq) with id as a filter, every row of the tenant per
+# lookup.  ANALYZE invalidates those plans; they are made again with the
+# tables' real sizes.  The tables need rows by then (a warm-up): an empty
+# table's statistics say nothing of its columns.  (docs/storage.md, "A
+# fresh database".)
+steady_stats() {
+	[ "$1" = pgsql ] || return 0
+	psql_c "ANALYZE" >/dev/null || note "$1: ANALYZE failed"
 }
 
 pg_pids() { # the postmaster and every process under it
