@@ -1,5 +1,9 @@
 /* db_result.c - rows read from the database: the drivers fill them
- * (relay/driver.h), plugins read them (relay/db.h). */
+ * (relay/driver.h), plugins read them (relay/db.h).
+ *
+ * Column names and text values live in the result's own arena, freed with
+ * it: a record lookup used to be two dozen malloc/free pairs (a name per
+ * column, a copy per value), a tenth of a GET /v1/records/:id. */
 #include <stdlib.h>
 #include <string.h>
 #include "db_result.h"
@@ -12,6 +16,15 @@ typedef struct cell {
         size_t len;
 } cell;
 
+typedef struct chunk {
+        struct chunk *next;
+        size_t used, cap;
+        char data[];
+} chunk;
+
+#define FIRST_CHUNK 1024 /* in the result's own allocation: a row or two */
+#define MIN_CHUNK 4096
+
 struct relay_db_result {
         size_t n_cols;
         char **names;
@@ -19,21 +32,63 @@ struct relay_db_result {
         size_t n_rows, cap_rows;
         size_t cursor; /* 1-based row after relay_db_next; 0 before */
         int64_t changes;
+        chunk *chunks; /* the newest first; the last one is `first` */
+        chunk first;   /* followed by FIRST_CHUNK bytes */
 };
 
-relay_db_result *db_result_new(void) { return calloc(1, sizeof(relay_db_result)); }
+relay_db_result *db_result_new(void)
+{
+        relay_db_result *r = malloc(sizeof(*r) + FIRST_CHUNK);
+        if (!r)
+                return NULL;
+        memset(r, 0, sizeof(*r));
+        r->first.cap = FIRST_CHUNK;
+        r->chunks = &r->first;
+        return r;
+}
 
 RELAY_API void relay_db_free(relay_db_result *r)
 {
         if (!r)
                 return;
-        for (size_t i = 0; i < r->n_rows * r->n_cols; i++)
-                free(r->cells[i].p);
-        for (size_t c = 0; c < r->n_cols; c++)
-                free(r->names[c]);
+        for (chunk *c = r->chunks, *next; c && c != &r->first; c = next) {
+                next = c->next;
+                free(c);
+        }
         free(r->names);
         free(r->cells);
         free(r);
+}
+
+/* LEN bytes from the arena, aligned for pointers. */
+static void *arena_take(relay_db_result *r, size_t len)
+{
+        len = (len + 7) & ~(size_t)7;
+        chunk *c = r->chunks;
+        if (c->cap - c->used < len) {
+                size_t cap = len > MIN_CHUNK ? len : MIN_CHUNK;
+                chunk *more = malloc(sizeof(*more) + cap);
+                if (!more)
+                        return NULL;
+                more->next = c;
+                more->used = 0;
+                more->cap = cap;
+                r->chunks = c = more;
+        }
+        void *p = c->data + c->used;
+        c->used += len;
+        return p;
+}
+
+static char *arena_copy(relay_db_result *r, const void *p, size_t len)
+{
+        char *dst = arena_take(r, len + 1);
+        if (!dst)
+                return NULL;
+        if (len)
+                memcpy(dst, p, len);
+        dst[len] = '\0';
+        return dst;
 }
 
 /* ------------------------------------------------------------------ builder */
@@ -50,8 +105,9 @@ RELAY_API int relay_dbres_column_name(relay_db_result *r, size_t col, const char
 {
         if (col >= r->n_cols)
                 return RELAY_ERR;
-        free(r->names[col]);
-        r->names[col] = strdup(name ? name : "");
+        if (!name)
+                name = "";
+        r->names[col] = arena_copy(r, name, strlen(name));
         return r->names[col] ? RELAY_OK : RELAY_ERR;
 }
 
@@ -77,8 +133,7 @@ static cell *building(relay_db_result *r, size_t col)
         if (!r->n_rows || col >= r->n_cols)
                 return NULL;
         cell *c = &r->cells[(r->n_rows - 1) * r->n_cols + col];
-        free(c->p);
-        memset(c, 0, sizeof(*c));
+        memset(c, 0, sizeof(*c)); /* a value set twice: the first copy stays in the arena */
         return c;
 }
 
@@ -116,11 +171,8 @@ RELAY_API int relay_dbres_double(relay_db_result *r, size_t col, double v)
 static int put_bytes(relay_db_result *r, size_t col, char type, const void *p, size_t len)
 {
         cell *c = building(r, col);
-        if (!c || !(c->p = malloc(len + 1)))
+        if (!c || !(c->p = arena_copy(r, p, len)))
                 return RELAY_ERR;
-        if (len)
-                memcpy(c->p, p, len);
-        c->p[len] = '\0';
         c->len = len;
         c->type = type;
         return RELAY_OK;
@@ -184,9 +236,8 @@ RELAY_API const char *relay_db_text(relay_db_result *r, size_t col)
         char tmp[40];
         int n = c->type == 'i' ? snprintf(tmp, sizeof(tmp), "%lld", (long long)c->i)
                                : snprintf(tmp, sizeof(tmp), "%.17g", c->d);
-        if (!(m->p = malloc((size_t)n + 1)))
+        if (!(m->p = arena_copy(r, tmp, (size_t)n)))
                 return NULL;
-        memcpy(m->p, tmp, (size_t)n + 1);
         m->len = (size_t)n;
         m->type = 't';
         return m->p;

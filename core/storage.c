@@ -508,6 +508,12 @@ void storage_request_end(relay_db *db, const char *request_id)
                 relay_db_rollback(db);
 }
 
+void storage_idle(relay_db *db)
+{
+        if (db && db->conn && !db->down && db->depth == 0 && db->drv->idle)
+                db->drv->idle(db->conn);
+}
+
 /* ------------------------------------------------------------ for plugins */
 
 RELAY_API relay_db *relay_db_of(relay_req *req)

@@ -41,6 +41,9 @@ relay_db *storage_control_db(void);
 bool storage_tx_full(relay_db *db);
 /* Runs SQL with no parameters, several statements allowed (migrations). */
 int storage_script(relay_db *db, const char *sql);
+/* The thread is about to wait for I/O: the driver may end what it keeps
+ * open between statements (SQLite's shared read transaction). */
+void storage_idle(relay_db *db);
 /* A request ended: roll back a transaction its handler left open. */
 void storage_request_end(relay_db *db, const char *request_id);
 

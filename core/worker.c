@@ -33,6 +33,14 @@ static void on_sweep(uv_timer_t *t)
         conn_sweep(w, uv_now(&w->loop));
 }
 
+/* Right before the loop waits for I/O: what this turn read ends here
+ * (docs/storage.md, "Shared reads"). */
+static void on_idle(uv_prepare_t *h)
+{
+        worker *w = h->data;
+        storage_idle(w->db);
+}
+
 static void close_walk(uv_handle_t *h, void *arg)
 {
         if (!uv_is_closing(h))
@@ -132,6 +140,9 @@ int worker_start(worker *w, int index, const int *fds, size_t n_fds, char *err, 
         uv_timer_init(&w->loop, &w->sweep);
         w->sweep.data = w;
         uv_timer_start(&w->sweep, on_sweep, SWEEP_MS, SWEEP_MS);
+        uv_prepare_init(&w->loop, &w->idle);
+        w->idle.data = w;
+        uv_prepare_start(&w->idle, on_idle);
         if (uv_thread_create(&w->thread, worker_main, w) != 0) {
                 snprintf(err, err_len, "cannot start worker thread %d", index);
                 return -1;

@@ -17,6 +17,7 @@ struct worker {
         uv_thread_t thread;
         uv_async_t wake; /* control thread -> worker: drain, stop */
         uv_timer_t sweep;
+        uv_prepare_t idle; /* before each wait for I/O: storage_idle */
         uv_tcp_t *listeners;
         size_t n_listeners;
         conn *conns; /* list head */

@@ -1,9 +1,24 @@
 /* sqlite.c - the SQLite storage driver: one connection per thread, WAL,
  * a busy timeout, foreign keys on, prepared statements cached per
- * connection. */
+ * connection.
+ *
+ * Shared reads.  A lone SELECT in autocommit mode starts and ends a read
+ * transaction of its own: fcntl locks on the WAL index and an fstat, a
+ * fifth of a GET /v1/records/:id.  Once the core has called idle() on a
+ * connection (a worker does, before its loop waits for I/O), the reads
+ * between two idle() calls share one read transaction instead.  A reader
+ * must still see every write that was answered before its request
+ * arrived, whatever connection made it: every commit in this process
+ * bumps commit_gen, and a shared transaction older than the last commit
+ * is ended before the next read.  Anything but a plain read (a write,
+ * BEGIN, a script) ends it first, so the core's transactions never meet
+ * it.  Commits of other processes on the file (relayctl) are seen at the
+ * next idle(), as events from them are seen at the next poll. */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sqlite3.h>
 #include <relay/driver.h>
 
@@ -11,7 +26,13 @@ struct relay_driver_conn {
         sqlite3 *db;
         relay_map *stmts; /* SQL text -> sqlite3_stmt */
         int cache_max;
+        bool share_reads;    /* idle() has been called: reads may share a transaction */
+        bool shared_open;    /* the shared read transaction is open */
+        uint64_t shared_gen; /* commit_gen when it began */
 };
+
+/* Commits made by this process's connections (atomic). */
+static uint64_t commit_gen;
 
 static int status_of(int rc)
 {
@@ -132,6 +153,61 @@ static int read_row(sqlite3_stmt *s, relay_db_result *out)
         return SQLITE_OK;
 }
 
+/* ------------------------------------------------------------ shared reads */
+
+/* A plain read: a SELECT (or WITH/VALUES) that writes nothing.  BEGIN,
+ * COMMIT and SAVEPOINT count as read-only to SQLite, hence the first word. */
+static bool plain_read(sqlite3_stmt *s, const char *sql)
+{
+        if (!sqlite3_stmt_readonly(s))
+                return false;
+        while (*sql == ' ' || *sql == '\n' || *sql == '\t' || *sql == '(')
+                sql++;
+        return strncasecmp(sql, "SELECT", 6) == 0 || strncasecmp(sql, "WITH", 4) == 0 ||
+               strncasecmp(sql, "VALUES", 6) == 0;
+}
+
+static void shared_end(relay_driver_conn *c)
+{
+        if (!c->shared_open)
+                return;
+        c->shared_open = false;
+        /* a read transaction: COMMIT writes nothing; should it fail, ROLLBACK */
+        if (sqlite3_exec(c->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+                sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+/* Before statement S runs: end a shared transaction it must not run in,
+ * and open one for a plain read outside any transaction. */
+static void shared_before(relay_driver_conn *c, bool read)
+{
+        uint64_t gen = __atomic_load_n(&commit_gen, __ATOMIC_ACQUIRE);
+        if (c->shared_open && (!read || gen != c->shared_gen))
+                shared_end(c);
+        if (read && c->share_reads && !c->shared_open && sqlite3_get_autocommit(c->db) &&
+            sqlite3_exec(c->db, "BEGIN DEFERRED", NULL, NULL, NULL) == SQLITE_OK) {
+                c->shared_open = true;
+                c->shared_gen = gen;
+        }
+}
+
+/* After anything but a plain read: back in autocommit mode means a
+ * transaction (or a lone write) just ended: readers must look again. */
+static void shared_after(relay_driver_conn *c)
+{
+        if (sqlite3_get_autocommit(c->db))
+                __atomic_add_fetch(&commit_gen, 1, __ATOMIC_RELEASE);
+}
+
+/* The core's worker calls this before its loop waits: the reads of the
+ * next turn start from a fresh snapshot, and an idle worker holds none
+ * (an open read transaction would keep checkpoints from recycling the WAL). */
+static void conn_idle(relay_driver_conn *c)
+{
+        c->share_reads = true;
+        shared_end(c);
+}
+
 /* The cached statement for SQL, or a new one (cached while there is room). */
 static sqlite3_stmt *statement(relay_driver_conn *c, const char *sql, int *cached, int *rc)
 {
@@ -162,7 +238,9 @@ static int conn_exec(relay_driver_conn *c, const char *sql, const relay_db_param
 {
         if (!params && !out) { /* a script: several statements, no parameters */
                 char *msg = NULL;
+                shared_end(c);
                 int rc = sqlite3_exec(c->db, sql, NULL, NULL, &msg);
+                shared_after(c);
                 if (rc != SQLITE_OK)
                         snprintf(err, len, "%s", msg ? msg : sqlite3_errstr(rc));
                 sqlite3_free(msg);
@@ -175,6 +253,8 @@ static int conn_exec(relay_driver_conn *c, const char *sql, const relay_db_param
                         return snprintf(err, len, "one statement per call"), RELAY_DB_ERROR;
                 return fail(c->db, rc, err, len);
         }
+        bool read = plain_read(s, sql);
+        shared_before(c, read);
         rc = bind(s, params, n);
         if (rc == SQLITE_RANGE) {
                 snprintf(err, len, "the statement has %d placeholders, %zu values given",
@@ -206,7 +286,12 @@ static int conn_exec(relay_driver_conn *c, const char *sql, const relay_db_param
         } else {
                 sqlite3_finalize(s);
         }
+        if (!read)
+                shared_after(c);
+        else if (status != RELAY_DB_OK)
+                shared_end(c); /* a failed read: the next one starts afresh */
         return status;
 }
 
-RELAY_STORAGE_DRIVER(sqlite, .dialect = "sqlite", .open = conn_open, .close = conn_close, .exec = conn_exec);
+RELAY_STORAGE_DRIVER(sqlite, .dialect = "sqlite", .open = conn_open, .close = conn_close, .exec = conn_exec,
+                     .idle = conn_idle);

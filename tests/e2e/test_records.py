@@ -735,6 +735,43 @@ def test_write_answers_match_what_is_stored(env):
         assert events(env, t.id, "record.deleted")[-1]["payload"] == gone
 
 
+def test_reads_see_every_answered_write_while_workers_are_busy(env):
+    """A write answered on one connection is seen by the next read on any
+    other, whichever worker each lands on, while other clients keep every
+    worker reading.  On SQLite a worker's reads share one read transaction
+    per loop turn (docs/storage.md, "Shared reads"): a commit anywhere in
+    the daemon must end it before the next read."""
+    t = quiet(env)
+    rec = env.create_record(t.admin, {"title": "v0", "type": "x"}).body
+    stop = threading.Event()
+    failures = []
+
+    def keep_reading():
+        # keep-alive readers: every worker is mid-turn, with reads, when the
+        # writes below land
+        while not stop.is_set():
+            r = env.get_record(t.admin, rec["id"], expect=None)
+            if r.status != 200:
+                failures.append(r.status)
+
+    readers = [threading.Thread(target=keep_reading) for _ in range(4)]
+    for th in readers:
+        th.start()
+    try:
+        for i in range(1, 121):
+            new = env.patch_record(t.admin, rec["id"], {"title": "v%d" % i}, causal=rec["causal"]).body
+            seen = env.get_record(t.admin, rec["id"]).body
+            assert (seen["title"], seen["causal"]) == ("v%d" % i, new["causal"]), i
+            made = env.create_record(t.admin, {"title": "n%d" % i, "type": "x"}).body
+            assert env.get_record(t.admin, made["id"]).body == made, i
+            rec = new
+    finally:
+        stop.set()
+        for th in readers:
+            th.join(10)
+    assert not failures
+
+
 # =================================================================== listing
 
 def test_pagination_under_concurrent_inserts(env):

@@ -55,7 +55,12 @@ typedef struct relay_storage_driver {
                     char *err, size_t err_len);
         /* After RELAY_DB_UNAVAILABLE: try to get the connection back. */
         int (*reconnect)(relay_driver_conn *c, char *err, size_t err_len);
-        void *reserved[8];
+        /* Optional (ABI 1.4): the thread that owns C is about to wait for
+         * I/O, with no transaction of the core's open.  A driver may end
+         * what it keeps open between statements (sqlite: the read
+         * transaction the reads of one loop turn share). */
+        void (*idle)(relay_driver_conn *c);
+        void *reserved[7];
 } relay_storage_driver;
 
 #define RELAY_STORAGE_DRIVER(id, ...)                                                                               \

@@ -8,6 +8,6 @@
 #define RELAY_VERSION_H
 
 #define RELAY_SDK_ABI_MAJOR 1
-#define RELAY_SDK_ABI_MINOR 3
+#define RELAY_SDK_ABI_MINOR 4
 
 #endif
