@@ -36,7 +36,7 @@ size_t utf8_sequence_len(const unsigned char *s, size_t n)
 /* A JSON string: '"' and '\\' escaped, control characters as \b \f \n \r
  * \t or \u00XX (upper-case hex, as jansson), everything else verbatim.
  * Invalid UTF-8 fails, as it does in json_dumps. */
-static int write_string(buf *o, const char *str, size_t n)
+int json_write_string(buf *o, const char *str, size_t n)
 {
         static const char hex[] = "0123456789ABCDEF";
         const unsigned char *s = (const unsigned char *)str;
@@ -84,7 +84,7 @@ static int write_string(buf *o, const char *str, size_t n)
         return 0;
 }
 
-static int write_integer(buf *o, json_int_t v)
+int json_write_integer(buf *o, json_int_t v)
 {
         if (v >= 0)
                 return buf_put_uint(o, (unsigned long long)v);
@@ -113,7 +113,7 @@ static int write_object(buf *o, const json_t *v, int depth)
         bool first = true;
         json_object_keylen_foreach((json_t *)v, key, key_len, member)
         {
-                if ((!first && buf_append(o, ",", 1) != 0) || write_string(o, key, key_len) != 0 ||
+                if ((!first && buf_append(o, ",", 1) != 0) || json_write_string(o, key, key_len) != 0 ||
                     buf_append(o, ":", 1) != 0 || write_value(o, member, depth + 1) != 0)
                         return -1;
                 first = false;
@@ -139,8 +139,8 @@ static int write_value(buf *o, const json_t *v, int depth)
         switch (json_typeof(v)) {
         case JSON_OBJECT: return write_object(o, v, depth);
         case JSON_ARRAY: return write_array(o, v, depth);
-        case JSON_STRING: return write_string(o, json_string_value(v), json_string_length(v));
-        case JSON_INTEGER: return write_integer(o, json_integer_value(v));
+        case JSON_STRING: return json_write_string(o, json_string_value(v), json_string_length(v));
+        case JSON_INTEGER: return json_write_integer(o, json_integer_value(v));
         case JSON_REAL: return write_real(o, v);
         case JSON_TRUE: return buf_append(o, "true", 4);
         case JSON_FALSE: return buf_append(o, "false", 5);

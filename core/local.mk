@@ -17,6 +17,7 @@ core_libcore_la_SOURCES = \
 	core/health.c \
 	core/idempotency.c core/idempotency_internal.h \
 	core/json_write.c core/json_write.h \
+	core/row_json.c core/row_json.h \
 	core/jobs.c \
 	core/log.c core/log.h \
 	core/metrics.c core/metrics.h \

@@ -7,6 +7,7 @@
 #include "daemon.h"
 #include "http.h"
 #include "json_write.h"
+#include "row_json.h"
 #include "log.h"
 #include "settings.h"
 #include "worker.h"
@@ -142,6 +143,18 @@ RELAY_API int relay_reply_json(relay_req *req, int status, json_t *json)
         buf_reset(o);
         int ok = json && json_write(o, json) == 0;
         json_decref(json);
+        int rc = ok ? response_send(req, status, "application/json", o->data, o->len)
+                    : response_send(req, 500, "application/json", "{}", 2);
+        if (o->cap > SCRATCH_KEEP || o == &own)
+                buf_free(o);
+        return rc;
+}
+
+RELAY_API int relay_reply_row(relay_req *req, int status, relay_db_result *r, const relay_row_field *fields)
+{
+        buf own = {0}, *o = req->w && !req->work_pending ? &req->w->reply : &own;
+        buf_reset(o);
+        int ok = r && fields && row_json_write(o, r, fields) == 0;
         int rc = ok ? response_send(req, status, "application/json", o->data, o->len)
                     : response_send(req, 500, "application/json", "{}", 2);
         if (o->cap > SCRATCH_KEEP || o == &own)

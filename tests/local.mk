@@ -53,7 +53,8 @@ tests_plugins_abi_newer_minor_la_LIBADD = $(TEST_PLUGIN_LIBS)
 # ---- unit tests ----
 UNIT_CF = $(AM_CFLAGS) $(LIBUV_CFLAGS) $(JANSSON_CFLAGS) $(LLHTTP_CFLAGS) $(LTDLINCL)
 UNIT_LIBS = core/libcore.la
-check_PROGRAMS += tests/unit/test_config tests/unit/test_router tests/unit/test_util tests/unit/test_json_write
+check_PROGRAMS += tests/unit/test_config tests/unit/test_router tests/unit/test_util tests/unit/test_json_write \
+	tests/unit/test_row_json
 tests_unit_test_config_SOURCES = tests/unit/test_config.c tests/unit/tap.h
 tests_unit_test_config_CFLAGS = $(UNIT_CF)
 tests_unit_test_config_LDADD = $(UNIT_LIBS)
@@ -66,6 +67,9 @@ tests_unit_test_util_LDADD = $(UNIT_LIBS)
 tests_unit_test_json_write_SOURCES = tests/unit/test_json_write.c tests/unit/tap.h
 tests_unit_test_json_write_CFLAGS = $(UNIT_CF)
 tests_unit_test_json_write_LDADD = $(UNIT_LIBS)
+tests_unit_test_row_json_SOURCES = tests/unit/test_row_json.c tests/unit/tap.h
+tests_unit_test_row_json_CFLAGS = $(UNIT_CF)
+tests_unit_test_row_json_LDADD = $(UNIT_LIBS)
 
 # the policy language is plain C over jansson: test it without the daemon
 check_PROGRAMS += tests/unit/test_policy_expr
@@ -73,7 +77,8 @@ tests_unit_test_policy_expr_SOURCES = tests/unit/test_policy_expr.c tests/unit/t
 tests_unit_test_policy_expr_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) -I$(srcdir)/plugins/policies
 tests_unit_test_policy_expr_LDADD = $(JANSSON_LIBS)
 
-TESTS += tests/unit/test_config tests/unit/test_router tests/unit/test_util tests/unit/test_json_write tests/unit/test_policy_expr \
+TESTS += tests/unit/test_config tests/unit/test_router tests/unit/test_util tests/unit/test_json_write tests/unit/test_row_json \
+	tests/unit/test_policy_expr \
 	tests/e2e/run-e2e
 
 TEST_EXTENSIONS = .py

@@ -29,46 +29,17 @@ bool record_status_valid(const char *s)
         return false;
 }
 
-/* Column I as a JSON string (the database's text was valid UTF-8 when it
- * was written; json_write checks it again on the way out). */
-static json_t *text(relay_db_result *r, int i)
-{
-        const char *s = relay_db_text(r, i);
-        return s ? json_string_nocheck(s) : json_null();
-}
+/* What a record looks like in every answer and event: the columns of
+ * RECORD_COLUMNS, in the order the API document shows them. */
+const relay_row_field record_fields[] = {{"id", 0, RELAY_FIELD_TEXT},          {"title", 1, RELAY_FIELD_TEXT},
+                                         {"type", 2, RELAY_FIELD_TEXT},        {"site", 3, RELAY_FIELD_TEXT},
+                                         {"status", 4, RELAY_FIELD_TEXT},      {"payload", 5, RELAY_FIELD_JSON},
+                                         {"causal", 6, RELAY_FIELD_TEXT},      {"size", 7, RELAY_FIELD_INT},
+                                         {"created_at", 8, RELAY_FIELD_TIME},  {"updated_at", 9, RELAY_FIELD_TIME},
+                                         {"deleted", 10, RELAY_FIELD_SET},     {"deleted_at", 10, RELAY_FIELD_TIME},
+                                         {"updated_by", 12, RELAY_FIELD_TEXT}, {NULL}};
 
-static json_t *time_of(relay_db_result *r, int i)
-{
-        char at[40];
-        return relay_db_is_null(r, i) ? json_null()
-                                      : json_string_nocheck(relay_time_format(relay_db_int(r, i), at, sizeof(at)));
-}
-
-/* Built member by member: json_pack parses its format string on every
- * call, and every read answers with this. */
-json_t *record_json(relay_db_result *r)
-{
-        json_t *o = json_object(), *payload = relay_db_json(r, 5);
-        bool gone = !relay_db_is_null(r, 10);
-        if (!o) {
-                json_decref(payload);
-                return NULL;
-        }
-        json_object_set_new_nocheck(o, "id", text(r, 0));
-        json_object_set_new_nocheck(o, "title", text(r, 1));
-        json_object_set_new_nocheck(o, "type", text(r, 2));
-        json_object_set_new_nocheck(o, "site", text(r, 3));
-        json_object_set_new_nocheck(o, "status", text(r, 4));
-        json_object_set_new_nocheck(o, "payload", payload ? payload : json_object());
-        json_object_set_new_nocheck(o, "causal", text(r, 6));
-        json_object_set_new_nocheck(o, "size", json_integer(relay_db_int(r, 7)));
-        json_object_set_new_nocheck(o, "created_at", time_of(r, 8));
-        json_object_set_new_nocheck(o, "updated_at", time_of(r, 9));
-        json_object_set_new_nocheck(o, "deleted", json_boolean(gone));
-        json_object_set_new_nocheck(o, "deleted_at", time_of(r, 10));
-        json_object_set_new_nocheck(o, "updated_by", text(r, 12));
-        return o;
-}
+json_t *record_json(relay_db_result *r) { return relay_row_json(r, record_fields); }
 
 static bool listed(const char *name, const char *const *names)
 {

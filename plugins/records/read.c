@@ -71,14 +71,19 @@ static int get_record(relay_req *req)
                                 relay_principal_of(req)->tenant, id);
         if (rc != RELAY_DB_OK)
                 return relay_db_reply_error(req, rc);
-        json_t *record = relay_db_next(r) ? record_json(r) : NULL;
-        relay_db_free(r);
-        if (!record)
+        if (!relay_db_next(r)) {
+                relay_db_free(r);
                 return relay_error(req, 404, "record.not_found", "no record %s", id);
-        if (json_is_true(json_object_get(record, "deleted")))
-                return relay_error_json(req, 410, "record.deleted", "the record was deleted",
-                                        json_pack("{s:o}", "current", record));
-        return relay_reply_json(req, 200, record);
+        }
+        if (relay_db_is_null(r, 10)) { /* the common case, written straight from the row */
+                rc = relay_reply_row(req, 200, r, record_fields);
+                relay_db_free(r);
+                return rc;
+        }
+        json_t *record = record_json(r);
+        relay_db_free(r);
+        return relay_error_json(req, 410, "record.deleted", "the record was deleted",
+                                json_pack("{s:o}", "current", record));
 }
 
 int records_read_register(relay_plugin *p)

@@ -23,7 +23,9 @@ extern relay_plugin *records_self;
         "id, title, type, site, status, payload, causal, size, created_ms, updated_ms, deleted_ms, change_seq, " \
         "updated_by"
 
-/* The record at R's current row as the API shows it. */
+/* The record's JSON shape, column by column, and the record at R's
+ * current row as the API shows it. */
+extern const relay_row_field record_fields[];
 json_t *record_json(relay_db_result *r);
 /* Is S a record id ("rec_" + 26 Crockford base32 characters)? */
 bool record_id_valid(const char *s);

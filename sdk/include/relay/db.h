@@ -80,6 +80,30 @@ RELAY_API void relay_db_free(relay_db_result *r);
 typedef json_t *(*relay_row_fn)(relay_db_result *r);
 RELAY_API int relay_reply_page(relay_req *req, relay_db_result *r, const char *key, long limit, relay_row_fn row);
 
+/* A row as a JSON object, described once (1.4): each field names its
+ * member, its column and how the column reads.  relay_row_json builds the
+ * jansson object (for lists, events, error bodies); relay_reply_row writes
+ * the same bytes straight into the reply, without one.  Arrays end with
+ * {NULL}. */
+enum relay_field_kind {
+        RELAY_FIELD_TEXT, /* a string; null when NULL */
+        RELAY_FIELD_INT,  /* an integer; null when NULL */
+        RELAY_FIELD_TIME, /* milliseconds since the epoch as RFC 3339 (relay_time_format); null when NULL */
+        RELAY_FIELD_JSON, /* a JSON document this daemon stored (written with a 'j' parameter): the reply
+                           * copies its text as it is; null when NULL (relay_row_json: also when not JSON) */
+        RELAY_FIELD_SET   /* true when the column is not NULL, else false */
+};
+typedef struct relay_row_field {
+        const char *name;
+        int column;
+        int kind; /* enum relay_field_kind */
+} relay_row_field;
+/* The current row of R as an object (NULL when out of memory). */
+RELAY_API json_t *relay_row_json(relay_db_result *r, const relay_row_field *fields);
+/* Replies STATUS with the current row of R as relay_row_json would write
+ * it; 500 when a text is not valid UTF-8.  R stays the caller's. */
+RELAY_API int relay_reply_row(relay_req *req, int status, relay_db_result *r, const relay_row_field *fields);
+
 /* Transactions.  A begin inside a transaction opens a savepoint, so code
  * can nest; commit and rollback close the innermost level. */
 RELAY_API int relay_db_begin(relay_db *db);
