@@ -13,7 +13,8 @@
  *   other 4xx, 3xx left after max_redirects, a blocked destination (SSRF)
  *             failed for good, no retry
  *   shutdown  the attempt does not count; it runs again after restart
- * Every attempt is logged (log.c).  Each failed one counts against the
+ * Every attempt is logged (log.c), with the job's end, in one transaction
+ * with the other answers of the same loop turn.  Each failed one counts against the
  * endpoint; at disable_after in a row it is disabled (event
  * webhook.endpoint.disabled) and its pending deliveries fail.
  *
@@ -50,11 +51,29 @@ void wh_deliver_configure(relay_plugin *p)
 #define ORDER_WAIT_MAX_MS 5000
 #define STORAGE_WAIT_MS 1000
 
+/* Answers that arrive in one turn of the control loop are recorded
+ * together: one transaction (one commit, one fsync on PostgreSQL) for up
+ * to this many, each in a savepoint of its own.  A commit per answer held
+ * PostgreSQL deliveries to about one per commit latency. */
+#define ANSWERS_PER_COMMIT 16
+
+typedef enum { OUT_DELIVERED, OUT_RETRY, OUT_FAIL } verdict;
+
 typedef struct attempt {
+        struct attempt *next; /* in the list of answers to record */
         relay_job *job;
         char tenant[80], endpoint[WH_ID_LEN], message[WH_ID_LEN], type[160];
         int number, max_attempts;
+        /* the answer, once it came */
+        verdict v;
+        char why[512];
+        int64_t retry_after, latency_ms;
+        int status;
+        char *excerpt; /* of the response body */
 } attempt;
+
+static attempt *answered, **answered_tail = &answered;
+static relay_timer *record_soon;
 
 /* -------------------------------------------------------------- helpers */
 
@@ -156,8 +175,6 @@ static char *excerpt(const char *s, size_t len, size_t max)
 
 /* ---------------------------------------------------------------- outcome */
 
-typedef enum { OUT_DELIVERED, OUT_RETRY, OUT_FAIL } verdict;
-
 static verdict judge(const relay_http_response *res, char *why, size_t why_len, int64_t *retry_after)
 {
         *retry_after = 0;
@@ -225,23 +242,16 @@ static bool count_failure(relay_db *db, const attempt *a, const char *why, int *
         return disabled;
 }
 
-static void on_answer(relay_plugin *p, const relay_http_response *res, void *data)
+/* Records A's answer: the endpoint's failure count, the log row, the
+ * order row, the job's end, in a savepoint of the batch's transaction. */
+static void record_answer(relay_db *db, attempt *a)
 {
-        attempt *a = data;
         relay_job *job = a->job;
-        if (res->error == RELAY_HTTP_CANCELLED) { /* shutdown: not the receiver's fault, not an attempt */
-                relay_job_defer(job, 0, "the daemon stopped during the delivery");
-                free(a);
-                return;
-        }
-        char why[512];
-        int64_t retry_after = 0;
-        verdict v = judge(res, why, sizeof(why), &retry_after);
-        relay_db *db = relay_plugin_db(p);
+        verdict v = a->v;
         int rc = relay_db_begin(db);
         bool disabled = false;
         if (rc == RELAY_DB_OK && v != OUT_DELIVERED)
-                disabled = count_failure(db, a, why, &rc);
+                disabled = count_failure(db, a, a->why, &rc);
         else if (rc == RELAY_DB_OK)
                 rc = relay_db_exec(db, NULL,
                                    "UPDATE webhooks_endpoints SET consecutive_failures = 0 WHERE tenant = ? AND id = ?"
@@ -249,8 +259,8 @@ static void on_answer(relay_plugin *p, const relay_http_response *res, void *dat
                                    "ss", a->tenant, a->endpoint);
         if (disabled && v == OUT_RETRY) { /* no retry will find it enabled */
                 v = OUT_FAIL;
-                size_t n = strlen(why);
-                snprintf(why + n, sizeof(why) - n, "; the endpoint is now disabled");
+                size_t n = strlen(a->why);
+                snprintf(a->why + n, sizeof(a->why) - n, "; the endpoint is now disabled");
         }
         const char *outcome = v == OUT_DELIVERED             ? "delivered"
                               : v == OUT_FAIL                ? "failed"
@@ -258,30 +268,83 @@ static void on_answer(relay_plugin *p, const relay_http_response *res, void *dat
                                                              : "retrying";
         char id[WH_ID_LEN];
         relay_id_new("wha_", id, sizeof(id));
-        char *text = excerpt(res->body ? res->body : "", res->body_len, conf.response_excerpt);
         if (rc == RELAY_DB_OK)
                 rc = relay_db_exec(db, NULL,
                                    "INSERT INTO webhooks_attempts (id, tenant, endpoint_id, job_id, message_id,"
                                    " event_type, attempt, status_code, outcome, error, latency_ms, response_excerpt,"
                                    " created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, NULLIF(?, 0), ?, ?, ?, ?, ?)",
                                    "ssssssiissisi", id, a->tenant, a->endpoint, relay_job_id(job), a->message, a->type,
-                                   (int64_t)a->number, (int64_t)res->status, outcome, v == OUT_DELIVERED ? NULL : why,
-                                   (int64_t)(res->elapsed_ms + 0.5), text, relay_now_ms());
-        free(text);
+                                   (int64_t)a->number, (int64_t)a->status, outcome, v == OUT_DELIVERED ? NULL : a->why,
+                                   a->latency_ms, a->excerpt, relay_now_ms());
         if (rc == RELAY_DB_OK && strcmp(outcome, "retrying") != 0)
                 forget_pending(db, job);
         /* the job's end commits with its log row */
         if (v == OUT_DELIVERED)
                 relay_job_done(job, 1, NULL, 0);
         else if (v == OUT_RETRY)
-                relay_job_done(job, 0, why, retry_after);
+                relay_job_done(job, 0, a->why, a->retry_after);
         else
-                relay_job_fail(job, why);
+                relay_job_fail(job, a->why);
         rc = rc == RELAY_DB_OK ? relay_db_commit(db) : (relay_db_rollback(db), rc);
         if (rc != RELAY_DB_OK)
-                relay_log(p, RELAY_LOG_WARN, "cannot log the delivery of %s to %s: %s", a->message, a->endpoint,
+                relay_log(wh_self, RELAY_LOG_WARN, "cannot log the delivery of %s to %s: %s", a->message, a->endpoint,
                           relay_db_errmsg(db));
-        free(a);
+}
+
+/* Records every answer received so far, ANSWERS_PER_COMMIT per commit.  A
+ * crash before the commit loses no delivery: the jobs stay running, their
+ * leases expire, and they are delivered again (at least once, as before). */
+void wh_deliver_flush(void)
+{
+        relay_timer_stop(record_soon);
+        record_soon = NULL;
+        attempt *list = answered;
+        answered = NULL;
+        answered_tail = &answered;
+        relay_db *db = relay_plugin_db(wh_self);
+        while (list) {
+                bool tx = relay_db_begin(db) == RELAY_DB_OK;
+                for (int n = 0; list && n < ANSWERS_PER_COMMIT; n++) {
+                        attempt *a = list;
+                        list = a->next;
+                        record_answer(db, a);
+                        free(a->excerpt);
+                        free(a);
+                }
+                if (tx && relay_db_commit(db) != RELAY_DB_OK) {
+                        relay_log(wh_self, RELAY_LOG_WARN,
+                                  "cannot record webhook answers: %s (the deliveries run again when their leases "
+                                  "expire)",
+                                  relay_db_errmsg(db));
+                        relay_db_rollback(db);
+                }
+        }
+}
+
+static void on_record_soon(relay_plugin *p, void *data)
+{
+        (void)p, (void)data;
+        wh_deliver_flush();
+}
+
+static void on_answer(relay_plugin *p, const relay_http_response *res, void *data)
+{
+        attempt *a = data;
+        if (res->error == RELAY_HTTP_CANCELLED) { /* shutdown: not the receiver's fault, not an attempt */
+                relay_job_defer(a->job, 0, "the daemon stopped during the delivery");
+                free(a);
+                return;
+        }
+        a->v = judge(res, a->why, sizeof(a->why), &a->retry_after);
+        a->status = res->status;
+        a->latency_ms = (int64_t)(res->elapsed_ms + 0.5);
+        a->excerpt = excerpt(res->body ? res->body : "", res->body_len, conf.response_excerpt);
+        a->next = NULL;
+        *answered_tail = a;
+        answered_tail = &a->next;
+        /* the other answers of this turn join it; recorded on the next */
+        if (!record_soon && !(record_soon = relay_timer_start(p, 0, 0, on_record_soon, NULL)))
+                wh_deliver_flush(); /* no timer (out of memory): now, alone */
 }
 
 /* ------------------------------------------------------------------ the job */

@@ -83,6 +83,7 @@ static int reload(relay_plugin *p)
 static void stop(relay_plugin *p)
 {
         (void)p;
+        wh_deliver_flush(); /* the answers of the last turn (cancelled requests record nothing) */
         relay_timer_stop(purge_timer);
         purge_timer = NULL;
         wh_key_forget();

@@ -64,6 +64,8 @@ int wh_enqueue(relay_db *db, const char *tenant, const char *endpoint_id, const 
 int wh_deliver_register(relay_plugin *p);
 /* Reads the [webhooks] keys deliveries use (start, reload). */
 void wh_deliver_configure(relay_plugin *p);
+/* Records the answers received and not yet stored (also at stop). */
+void wh_deliver_flush(void);
 
 /* ---------------------------------------------------------------- log.c */
 
