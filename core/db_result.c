@@ -1,11 +1,12 @@
 /* db_result.c - rows read from the database: the drivers fill them
  * (relay/driver.h), plugins read them (relay/db.h).
  *
- * Column names and text values live in the result's own arena, freed with
- * it: a record lookup used to be two dozen malloc/free pairs (a name per
- * column, a copy per value), a tenth of a GET /v1/records/:id. */
+ * Column names and text values live in the result's own arena (core/arena.c),
+ * freed with it: a record lookup used to be two dozen malloc/free pairs (a
+ * name per column, a copy per value), a tenth of a GET /v1/records/:id. */
 #include <stdlib.h>
 #include <string.h>
+#include "arena.h"
 #include "db_result.h"
 
 typedef struct cell {
@@ -16,15 +17,6 @@ typedef struct cell {
         size_t len;
 } cell;
 
-typedef struct chunk {
-        struct chunk *next;
-        size_t used, cap;
-        char data[];
-} chunk;
-
-#define FIRST_CHUNK 1024 /* in the result's own allocation: a row or two */
-#define MIN_CHUNK 4096
-
 struct relay_db_result {
         size_t n_cols;
         char **names;
@@ -32,63 +24,19 @@ struct relay_db_result {
         size_t n_rows, cap_rows;
         size_t cursor; /* 1-based row after relay_db_next; 0 before */
         int64_t changes;
-        chunk *chunks; /* the newest first; the last one is `first` */
-        chunk first;   /* followed by FIRST_CHUNK bytes */
+        arena mem; /* column names and values */
 };
 
-relay_db_result *db_result_new(void)
-{
-        relay_db_result *r = malloc(sizeof(*r) + FIRST_CHUNK);
-        if (!r)
-                return NULL;
-        memset(r, 0, sizeof(*r));
-        r->first.cap = FIRST_CHUNK;
-        r->chunks = &r->first;
-        return r;
-}
+relay_db_result *db_result_new(void) { return calloc(1, sizeof(relay_db_result)); }
 
 RELAY_API void relay_db_free(relay_db_result *r)
 {
         if (!r)
                 return;
-        for (chunk *c = r->chunks, *next; c && c != &r->first; c = next) {
-                next = c->next;
-                free(c);
-        }
+        arena_free(&r->mem);
         free(r->names);
         free(r->cells);
         free(r);
-}
-
-/* LEN bytes from the arena, aligned for pointers. */
-static void *arena_take(relay_db_result *r, size_t len)
-{
-        len = (len + 7) & ~(size_t)7;
-        chunk *c = r->chunks;
-        if (c->cap - c->used < len) {
-                size_t cap = len > MIN_CHUNK ? len : MIN_CHUNK;
-                chunk *more = malloc(sizeof(*more) + cap);
-                if (!more)
-                        return NULL;
-                more->next = c;
-                more->used = 0;
-                more->cap = cap;
-                r->chunks = c = more;
-        }
-        void *p = c->data + c->used;
-        c->used += len;
-        return p;
-}
-
-static char *arena_copy(relay_db_result *r, const void *p, size_t len)
-{
-        char *dst = arena_take(r, len + 1);
-        if (!dst)
-                return NULL;
-        if (len)
-                memcpy(dst, p, len);
-        dst[len] = '\0';
-        return dst;
 }
 
 /* ------------------------------------------------------------------ builder */
@@ -107,7 +55,7 @@ RELAY_API int relay_dbres_column_name(relay_db_result *r, size_t col, const char
                 return RELAY_ERR;
         if (!name)
                 name = "";
-        r->names[col] = arena_copy(r, name, strlen(name));
+        r->names[col] = arena_strndup(&r->mem, name, strlen(name));
         return r->names[col] ? RELAY_OK : RELAY_ERR;
 }
 
@@ -171,7 +119,7 @@ RELAY_API int relay_dbres_double(relay_db_result *r, size_t col, double v)
 static int put_bytes(relay_db_result *r, size_t col, char type, const void *p, size_t len)
 {
         cell *c = building(r, col);
-        if (!c || !(c->p = arena_copy(r, p, len)))
+        if (!c || !(c->p = arena_strndup(&r->mem, p, len)))
                 return RELAY_ERR;
         c->len = len;
         c->type = type;
@@ -236,7 +184,7 @@ RELAY_API const char *relay_db_text(relay_db_result *r, size_t col)
         char tmp[40];
         int n = c->type == 'i' ? snprintf(tmp, sizeof(tmp), "%lld", (long long)c->i)
                                : snprintf(tmp, sizeof(tmp), "%.17g", c->d);
-        if (!(m->p = arena_copy(r, tmp, (size_t)n)))
+        if (!(m->p = arena_strndup(&r->mem, tmp, (size_t)n)))
                 return NULL;
         m->len = (size_t)n;
         m->type = 't';
