@@ -39,8 +39,14 @@ static char *put_digits(char *p, unsigned v, int n)
 /* Every reply with a record carries three of these: digits, not printf. */
 RELAY_API char *relay_time_format(int64_t ms, char *buf, size_t len)
 {
-        int64_t secs = ms / 1000 - (ms % 1000 < 0), frac = ms - secs * 1000; /* floor: 0..999 */
-        int64_t days = secs / 86400 - (secs % 86400 < 0), sod = secs - days * 86400, y;
+        /* floor divisions by remainder, not by multiplying back: that
+         * overflows near the ends of int64 (a corrupt or hostile value) */
+        int64_t secs = ms / 1000, frac = ms % 1000;
+        if (frac < 0)
+                frac += 1000, secs--;
+        int64_t days = secs / 86400, sod = secs % 86400, y;
+        if (sod < 0)
+                sod += 86400, days--;
         unsigned m, d;
         civil_from_days(days, &y, &m, &d);
         if (len < 25 || y < 0 || y > 9999) { /* printf's widths and truncation */

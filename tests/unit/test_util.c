@@ -1,5 +1,6 @@
 /* test_util.c - ids, time, base64url, buffers and the arena. */
 #include <sodium.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include "arena.h"
 #include "buf.h"
@@ -57,6 +58,9 @@ int main(void)
         is_str(relay_time_format(-1, a, sizeof(a)), "1969-12-31T23:59:59.999Z", "format: before the epoch");
         is_str(relay_time_format(253402300799999LL, a, sizeof(a)), "9999-12-31T23:59:59.999Z", "format: the last year");
         is_str(relay_time_format(253402300800000LL, a, sizeof(a)), "10000-01-01T00:00:00.000Z", "format: past it");
+        /* the ends of int64 (what a corrupt row may hold): no overflow (UBSan) */
+        is_str(relay_time_format(INT64_MAX, a, sizeof(a)), "292278994-08-17T07:12:55.807Z", "format: INT64_MAX");
+        is_str(relay_time_format(INT64_MIN, a, sizeof(a)), "-292275055-05-16T16:47:04.192Z", "format: INT64_MIN");
         {
                 bool same = true;
                 for (int64_t t = -86400000LL * 800; t < 86400000LL * 366 * 60 && same; t += 86399999LL) {
