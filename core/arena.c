@@ -47,7 +47,8 @@ char *arena_strndup(arena *a, const char *s, size_t n)
         char *p = arena_alloc(a, n + 1);
         if (!p)
                 return NULL;
-        memcpy(p, s, n);
+        if (n) /* an empty value may come as NULL (sqlite3_column_blob of a zero-length blob) */
+                memcpy(p, s, n);
         p[n] = '\0';
         return p;
 }

@@ -146,6 +146,16 @@ int main(void)
         }
         ok(all, "%d random rows written alike", rows);
         ok(fails > 0 && fails < rows, "some random rows failed alike (%d), most did not", fails);
+        /* an empty value may reach the result as a NULL pointer (SQLite's
+         * zero-length blob): an empty string, no memcpy from NULL (UBSan) */
+        r = db_result_new();
+        relay_dbres_columns(r, 5);
+        relay_dbres_row(r);
+        relay_dbres_blob(r, 0, NULL, 0);
+        relay_dbres_text(r, 3, "{}", 2);
+        relay_db_next(r);
+        ok(same(r, NULL) && relay_db_text(r, 0) && !*relay_db_text(r, 0), "an empty value given as NULL");
+        relay_db_free(r);
         /* the arena: a row bigger than its first block */
         char big[20000];
         memset(big, 'z', sizeof(big) - 1);
