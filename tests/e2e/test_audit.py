@@ -777,19 +777,31 @@ def test_bundle_request_validation(env):
 
 def test_bundle_range_too_large(env):
     t = env.new_tenant()
+
+    def push(first, n):
+        r = env.push(t.admin, [{"op": "create", "idempotency_key": "k%d" % i,
+                                "record": {"title": "r%d" % i, "type": "x", "status": "synced"}}
+                               for i in range(first, first + n)])
+        assert all(x["outcome"] == "applied" for x in r.body["results"]), r.body
+
+    # two pushes apart in time: a push's entries are appended within a
+    # millisecond or two, so a cut between entries of one push is not a
+    # cut in time; a cut between the pushes is
     n = BUNDLE_MAX // 2 + 1
-    r = env.push(t.admin, [{"op": "create", "idempotency_key": "k%d" % i,
-                            "record": {"title": "r%d" % i, "type": "x", "status": "synced"}} for i in range(n)])
-    assert all(x["outcome"] == "applied" for x in r.body["results"]), r.body
-    entries = settle(env, t, writes=1)
+    push(0, n // 3)
+    before = settle(env, t, writes=1)
+    time.sleep(0.05)
+    cut = rfc3339(0)
+    time.sleep(0.05)
+    push(n // 3, n - n // 3)
+    entries = settle(env, t, writes=2)
     assert len(entries) > BUNDLE_MAX
     r = env.api("POST", "/v1/evidence/bundles", {"from": rfc3339(-600), "to": rfc3339(600)}, key=t.admin)
     assert r.status == 422 and error_code(r) == "evidence.range_too_large", r
     assert str(BUNDLE_MAX) in r.body["error"]["message"]
-    # a range that holds fewer is fine
-    mid = entries[len(entries) // 2]["time"]
-    b = new_bundle(env, t, **{"from": rfc3339(-600), "to": mid})
-    assert 0 < b["entries"] <= BUNDLE_MAX and b["first_seq"] == 1, b
+    # a range that holds fewer is fine: exactly the first push's entries
+    b = new_bundle(env, t, **{"from": rfc3339(-600), "to": cut})
+    assert b["entries"] == len(before) <= BUNDLE_MAX and b["first_seq"] == 1, (b, len(before))
     assert table_count(env.storage, "audit_bundles", "tenant = " + sql_quote(t.id)) == 1
 
 
