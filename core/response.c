@@ -136,38 +136,44 @@ RELAY_API int relay_reply(relay_req *req, int status, const char *content_type, 
  * a reply costs no allocation; given back when a big reply grew it. */
 #define SCRATCH_KEEP (256 * 1024)
 
-RELAY_API int relay_reply_json(relay_req *req, int status, json_t *json)
+/* The buffer a JSON reply is written into: the worker's scratch buffer,
+ * or OWN for work running in the thread pool (not on the worker's thread). */
+static buf *json_reply_buf(relay_req *req, buf *own)
 {
-        /* (work running in the thread pool is not on the worker's thread) */
-        buf own = {0}, *o = req->w && !req->work_pending ? &req->w->reply : &own;
+        buf *o = req->w && !req->work_pending ? &req->w->reply : own;
         buf_reset(o);
-        int ok = json && json_write(o, json) == 0;
-        json_decref(json);
-        int rc = ok ? response_send(req, status, "application/json", o->data, o->len)
-                    : response_send(req, 500, "application/json", "{}", 2);
-        if (o->cap > SCRATCH_KEEP || o == &own)
+        return o;
+}
+
+/* Sends what was written into O (a 500 {} when writing failed), then
+ * gives O back if it is OWN or grew past SCRATCH_KEEP. */
+static int json_reply_send(relay_req *req, int status, buf *o, const buf *own, bool written)
+{
+        int rc = written ? response_send(req, status, "application/json", o->data, o->len)
+                         : response_send(req, 500, "application/json", "{}", 2);
+        if (o->cap > SCRATCH_KEEP || o == own)
                 buf_free(o);
         return rc;
 }
 
+RELAY_API int relay_reply_json(relay_req *req, int status, json_t *json)
+{
+        buf own = {0}, *o = json_reply_buf(req, &own);
+        bool written = json && json_write(o, json) == 0;
+        json_decref(json);
+        return json_reply_send(req, status, o, &own, written);
+}
+
 RELAY_API int relay_reply_row(relay_req *req, int status, relay_db_result *r, const relay_row_field *fields)
 {
-        buf own = {0}, *o = req->w && !req->work_pending ? &req->w->reply : &own;
-        buf_reset(o);
-        int ok = r && fields && row_json_write(o, r, fields) == 0;
-        int rc = ok ? response_send(req, status, "application/json", o->data, o->len)
-                    : response_send(req, 500, "application/json", "{}", 2);
-        if (o->cap > SCRATCH_KEEP || o == &own)
-                buf_free(o);
-        return rc;
+        buf own = {0}, *o = json_reply_buf(req, &own);
+        bool written = r && fields && row_json_write(o, r, fields) == 0;
+        return json_reply_send(req, status, o, &own, written);
 }
 
 RELAY_API int relay_reply_empty(relay_req *req, int status) { return response_send(req, status, NULL, NULL, 0); }
 
 /* ------------------------------------------------------------------- errors */
-
-/* The valid UTF-8 sequence at S of a NUL-terminated string: its length, or 0. */
-static size_t utf8_sequence(const unsigned char *s) { return utf8_sequence_len(s, SIZE_MAX); }
 
 /* MESSAGE as valid UTF-8, in TMP if it was not: error messages quote what
  * clients sent (a path parameter, the JSON parser's view of a bad token,
@@ -177,13 +183,13 @@ static const char *utf8_clean(const char *message, buf *tmp)
 {
         const unsigned char *p = (const unsigned char *)message;
         size_t n;
-        while (*p && (n = utf8_sequence(p)) != 0)
+        while (*p && (n = utf8_sequence_len(p, SIZE_MAX)) != 0)
                 p += n;
         if (!*p)
                 return message;
         buf_append(tmp, message, (size_t)((const char *)p - message));
         while (*p) {
-                if ((n = utf8_sequence(p)) != 0) {
+                if ((n = utf8_sequence_len(p, SIZE_MAX)) != 0) {
                         buf_append(tmp, p, n);
                         p += n;
                 } else {
