@@ -331,7 +331,7 @@ int records_changes(relay_db *db, const char *tenant, int64_t after_seq, int lim
                                 " ORDER BY change_seq LIMIT ?",
                                 "sii", tenant, after_seq, (int64_t)limit);
         while (rc == RELAY_DB_OK && relay_db_next(r) && *n < limit) {
-                rows[*n].seq = relay_db_int(r, 11);
+                rows[*n].seq = relay_db_int(r, RECORD_COL_CHANGE_SEQ);
                 rows[*n].record = record_json(r);
                 (*n)++;
         }

@@ -31,13 +31,20 @@ bool record_status_valid(const char *s)
 
 /* What a record looks like in every answer and event: the columns of
  * RECORD_COLUMNS, in the order the API document shows them. */
-const relay_row_field record_fields[] = {{"id", 0, RELAY_FIELD_TEXT},          {"title", 1, RELAY_FIELD_TEXT},
-                                         {"type", 2, RELAY_FIELD_TEXT},        {"site", 3, RELAY_FIELD_TEXT},
-                                         {"status", 4, RELAY_FIELD_TEXT},      {"payload", 5, RELAY_FIELD_JSON},
-                                         {"causal", 6, RELAY_FIELD_TEXT},      {"size", 7, RELAY_FIELD_INT},
-                                         {"created_at", 8, RELAY_FIELD_TIME},  {"updated_at", 9, RELAY_FIELD_TIME},
-                                         {"deleted", 10, RELAY_FIELD_SET},     {"deleted_at", 10, RELAY_FIELD_TIME},
-                                         {"updated_by", 12, RELAY_FIELD_TEXT}, {NULL}};
+const relay_row_field record_fields[] = {{"id", 0, RELAY_FIELD_TEXT},
+                                         {"title", 1, RELAY_FIELD_TEXT},
+                                         {"type", 2, RELAY_FIELD_TEXT},
+                                         {"site", 3, RELAY_FIELD_TEXT},
+                                         {"status", 4, RELAY_FIELD_TEXT},
+                                         {"payload", 5, RELAY_FIELD_JSON},
+                                         {"causal", 6, RELAY_FIELD_TEXT},
+                                         {"size", 7, RELAY_FIELD_INT},
+                                         {"created_at", 8, RELAY_FIELD_TIME},
+                                         {"updated_at", 9, RELAY_FIELD_TIME},
+                                         {"deleted", RECORD_COL_DELETED_MS, RELAY_FIELD_SET},
+                                         {"deleted_at", RECORD_COL_DELETED_MS, RELAY_FIELD_TIME},
+                                         {"updated_by", 12, RELAY_FIELD_TEXT},
+                                         {NULL}};
 
 json_t *record_json(relay_db_result *r) { return relay_row_json(r, record_fields); }
 

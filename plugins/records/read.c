@@ -75,7 +75,7 @@ static int get_record(relay_req *req)
                 relay_db_free(r);
                 return relay_error(req, 404, "record.not_found", "no record %s", id);
         }
-        if (relay_db_is_null(r, 10)) { /* the common case, written straight from the row */
+        if (relay_db_is_null(r, RECORD_COL_DELETED_MS)) { /* the common case, written straight from the row */
                 rc = relay_reply_row(req, 200, r, record_fields);
                 relay_db_free(r);
                 return rc;

@@ -22,6 +22,9 @@ extern relay_plugin *records_self;
 #define RECORD_COLUMNS                                                                                           \
         "id, title, type, site, status, payload, causal, size, created_ms, updated_ms, deleted_ms, change_seq, " \
         "updated_by"
+/* Positions in RECORD_COLUMNS read outside model.c's record_fields. */
+#define RECORD_COL_DELETED_MS 10
+#define RECORD_COL_CHANGE_SEQ 11
 
 /* The record's JSON shape, column by column, and the record at R's
  * current row as the API shows it. */
