@@ -48,6 +48,18 @@ static const relay_migration core_migrations[] = {
         {4, "CREATE INDEX relay_jobs_target ON relay_jobs (tenant, target, state);", NULL, NULL},
         /* expired leases, found without scanning finished jobs */
         {5, "CREATE INDEX relay_jobs_lease ON relay_jobs (state, lease_until);", NULL, NULL},
+        /* Each index holds only the jobs its one query looks for, so a job
+         * moving from queued to running to done touches 5 index entries
+         * instead of 12 (and on SQLite, fewer pages per commit).  The
+         * queries repeat these WHERE terms word for word: SQLite uses a
+         * partial index only when the query's own terms match it. */
+        {6,
+         "DROP INDEX relay_jobs_due; DROP INDEX relay_jobs_target; DROP INDEX relay_jobs_lease;"
+         "CREATE INDEX relay_jobs_due ON relay_jobs (kind, run_at) WHERE state = 'queued';"
+         "CREATE INDEX relay_jobs_target ON relay_jobs (tenant, target) WHERE state IN ('queued', 'running');"
+         "CREATE INDEX relay_jobs_lease ON relay_jobs (lease_until) WHERE state = 'running';"
+         "CREATE INDEX relay_jobs_done ON relay_jobs (updated_at) WHERE state = 'done';",
+         NULL, NULL},
         {0, NULL, NULL, NULL}};
 
 static int add_owner(relay_plugin *p, const relay_migration *list)

@@ -29,7 +29,7 @@ def seen(d, tenant=None):
 
 # The core's own migrations (core/migrate.c): outbox, jobs, idempotency
 # outcomes, the jobs-by-target and jobs-by-lease indexes.  A new one is a deliberate change here.
-CORE_VERSIONS = 5
+CORE_VERSIONS = 6
 CORE_ROWS = [("core", v) for v in range(1, CORE_VERSIONS + 1)]
 
 
