@@ -29,8 +29,12 @@ typedef struct subscription {
         relay_event_fn fn;
         void *data;
         int64_t cursor;    /* last sequence handled */
+        int64_t saved;     /* the cursor as relay_event_cursors holds it */
+        uint64_t save_at;  /* loop time from which a cursor moved by skipping is stored */
         bool loaded;       /* cursor read from the database */
         uint64_t retry_at; /* loop time before which a refused event waits */
+        char *sql;         /* this subscription's read: its pattern in the WHERE */
+        char *key;         /* ... and the value it compares with (NULL: every event) */
 } subscription;
 
 static subscription *subs;
@@ -129,6 +133,42 @@ RELAY_API int relay_event_emit(relay_db *db, const char *tenant, const char *typ
         return relay_event_emit_ex(db, tenant, type, payload, id_out, NULL);
 }
 
+/* The read of a subscription: the events past its cursor that match its
+ * pattern (the database skips the others, payloads and all), beside the
+ * highest sequence number there is, from the same snapshot.  Every
+ * sequence number up to that one has committed or never will (the
+ * ordering lock on PostgreSQL, the one writer on SQLite), so a read that
+ * was not cut short lets the cursor pass the events it skipped. */
+static char *read_sql(const char *pattern)
+{
+        char filter[64] = "";
+        size_t n = strlen(pattern);
+        if (strcmp(pattern, "*") == 0)
+                ; /* every event */
+        else if (n >= 2 && pattern[n - 1] == '*' && pattern[n - 2] == '.')
+                snprintf(filter, sizeof(filter), " AND substr(type, 1, %zu) = ?", n - 1);
+        else
+                snprintf(filter, sizeof(filter), " AND type = ?");
+        char sql[512];
+        snprintf(sql, sizeof(sql),
+                 "SELECT m.top, e.seq, e.id, e.tenant, e.type, e.payload, e.created_ms"
+                 " FROM (SELECT COALESCE(MAX(seq), 0) AS top FROM relay_events) m LEFT JOIN"
+                 " (SELECT seq, id, tenant, type, payload, created_ms FROM relay_events WHERE seq > ?%s"
+                 " ORDER BY seq LIMIT ?) e ON 1 = 1 ORDER BY e.seq",
+                 filter);
+        return strdup(sql);
+}
+
+/* The value read_sql's WHERE compares with: the exact type, or the
+ * prefix with its dot; NULL for "*". */
+static char *read_key(const char *pattern)
+{
+        size_t n = strlen(pattern);
+        if (strcmp(pattern, "*") == 0)
+                return NULL;
+        return n >= 2 && pattern[n - 1] == '*' && pattern[n - 2] == '.' ? strndup(pattern, n - 1) : strdup(pattern);
+}
+
 RELAY_API int relay_event_subscribe(relay_plugin *p, const char *name, const char *pattern, relay_event_fn fn,
                                     void *data)
 {
@@ -140,8 +180,10 @@ RELAY_API int relay_event_subscribe(relay_plugin *p, const char *name, const cha
         size_t n = strlen(p->name) + strlen(name) + 2;
         s->name = malloc(n);
         s->pattern = strdup(pattern);
-        if (!s->name || !s->pattern) {
-                free(s->name), free(s->pattern), free(s);
+        s->sql = read_sql(pattern);
+        s->key = read_key(pattern);
+        if (!s->name || !s->pattern || !s->sql || (!s->key && strcmp(pattern, "*") != 0)) {
+                free(s->name), free(s->pattern), free(s->sql), free(s->key), free(s);
                 return RELAY_ERR;
         }
         snprintf(s->name, n, "%s/%s", p->name, name); /* cursors are per plugin */
@@ -177,6 +219,7 @@ static int load_cursor(relay_db *db, subscription *s)
         }
         relay_db_free(r);
         s->loaded = rc == RELAY_DB_OK;
+        s->saved = s->cursor;
         return rc;
 }
 
@@ -184,6 +227,18 @@ static int save_cursor(relay_db *db, subscription *s)
 {
         return relay_db_exec(db, NULL, "UPDATE relay_event_cursors SET seq = ? WHERE name = ?", "is", s->cursor,
                              s->name);
+}
+
+/* How long a cursor moved only by skipping other events' types may wait
+ * to be stored: after a restart those events are read and skipped again,
+ * nothing more, so they need not cost a write on every pass. */
+#define SKIPPED_SAVE_MS 1000
+
+static int read_batch(relay_db *db, subscription *s, int64_t batch, relay_db_result **r)
+{
+        if (s->key)
+                return relay_db_query(db, r, s->sql, "isi", s->cursor, s->key, batch);
+        return relay_db_query(db, r, s->sql, "ii", s->cursor, batch);
 }
 
 /* One batch for one subscription; true when it should run again at once. */
@@ -194,33 +249,41 @@ static bool deliver_batch(relay_db *db, subscription *s, uint64_t now)
         if (now < s->retry_at || (!s->loaded && load_cursor(db, s) != RELAY_DB_OK))
                 return false;
         relay_db_result *r;
-        if (relay_db_query(db, &r,
-                           "SELECT seq, id, tenant, type, payload, created_ms FROM relay_events WHERE seq > ? "
-                           "ORDER BY seq LIMIT ?",
-                           "ii", s->cursor, batch) != RELAY_DB_OK)
+        if (read_batch(db, s, batch, &r) != RELAY_DB_OK)
                 return false;
-        int64_t start = s->cursor;
+        int64_t start = s->cursor, top = 0, rows = 0;
         /* One transaction for the batch: what the subscriber writes for each
          * event (in a savepoint of its own) and the new position commit
          * together, so a crash cannot replay an event whose effects are
-         * stored, and a batch costs one commit, not one per event. */
-        bool tx = relay_db_rows(r) > 0 && relay_db_begin(db) == RELAY_DB_OK;
+         * stored, and a batch costs one commit, not one per event.  It
+         * begins at the first event: a read that matched none (its one row
+         * carries only the top) needs no transaction. */
+        bool tx = false, begun = false;
         bool cut = false; /* stopped early: the rest of the rows come in the next batch */
+        bool refused = false;
         while (relay_db_next(r)) {
+                top = relay_db_int(r, 0);
+                if (relay_db_is_null(r, 1))
+                        continue;
+                if (!begun) {
+                        begun = true;
+                        tx = relay_db_begin(db) == RELAY_DB_OK;
+                }
+                rows++;
                 if (tx && storage_tx_full(db)) {
                         cut = true;
                         break;
                 }
-                const char *type = relay_db_text(r, 3);
+                const char *type = relay_db_text(r, 4);
                 if (relay_event_matches(s->pattern, type)) {
-                        json_t *payload = relay_db_json(r, 4);
+                        json_t *payload = relay_db_json(r, 5);
                         relay_event ev = {.size = sizeof(ev),
-                                          .seq = relay_db_int(r, 0),
-                                          .id = relay_db_text(r, 1),
-                                          .tenant = relay_db_text(r, 2),
+                                          .seq = relay_db_int(r, 1),
+                                          .id = relay_db_text(r, 2),
+                                          .tenant = relay_db_text(r, 3),
                                           .type = type,
                                           .payload = payload,
-                                          .created_ms = relay_db_int(r, 5)};
+                                          .created_ms = relay_db_int(r, 6)};
                         bool sp = tx && relay_db_begin(db) == RELAY_DB_OK;
                         int ok = s->fn(s->plugin, &ev, s->data);
                         json_decref(payload);
@@ -230,17 +293,31 @@ static bool deliver_batch(relay_db *db, subscription *s, uint64_t now)
                                              : (relay_db_rollback(db), RELAY_ERR);
                         if (ok != RELAY_OK) {
                                 s->retry_at = now + conf_get_duration_ms(set->cfg, "events", "retry_delay");
+                                refused = true;
                                 break;
                         }
                 }
-                s->cursor = relay_db_int(r, 0);
+                s->cursor = relay_db_int(r, 1);
         }
-        bool full = (cut || (int64_t)relay_db_rows(r) == batch) && s->retry_at <= now;
+        bool full = (cut || rows == batch) && s->retry_at <= now;
         relay_db_free(r);
-        int rc = s->cursor != start ? save_cursor(db, s) : RELAY_DB_OK;
+        /* read to the end: the events it skipped are behind the cursor too */
+        if (!cut && !refused && rows < batch && top > s->cursor)
+                s->cursor = top;
+        /* after handled events the position is stored with their effects;
+         * moved only by skipping, at most every SKIPPED_SAVE_MS */
+        int rc = RELAY_DB_OK;
+        bool save = s->cursor != s->saved && (begun || now >= s->save_at);
+        if (save) {
+                rc = save_cursor(db, s);
+                s->save_at = now + SKIPPED_SAVE_MS;
+        }
         if (tx && relay_db_in_transaction(db))
                 rc = rc == RELAY_DB_OK ? relay_db_commit(db) : (relay_db_rollback(db), rc);
-        if (rc != RELAY_DB_OK) {
+        if (rc == RELAY_DB_OK) {
+                if (save)
+                        s->saved = s->cursor;
+        } else {
                 log_warn("events: cannot store the position of %s: %s", s->name, relay_db_errmsg(db));
                 if (tx) { /* nothing of the batch was kept: deliver it again */
                         s->cursor = start;
@@ -322,7 +399,7 @@ void events_free(void)
 {
         for (subscription *s = subs, *n; s; s = n) {
                 n = s->next;
-                free(s->name), free(s->pattern), free(s);
+                free(s->name), free(s->pattern), free(s->sql), free(s->key), free(s);
         }
         subs = NULL;
 }

@@ -474,3 +474,35 @@ def test_a_backlog_longer_than_a_transaction_may_hold_is_delivered_once_in_order
     assert all(int(r["deliveries"]) == 1 for r in rows)
     assert wait_for(lambda: int(storage.scalar("SELECT seq FROM relay_event_cursors WHERE name = 'storetest/seen'"))
                     == last)
+
+
+def test_a_subscriber_reads_only_its_types_and_its_position_passes_the_rest(store_daemon, storage):
+    """The database filters a subscription's read by its pattern ("st.*"
+    here): other types, "stx.y" included, never reach it; a backlog read
+    in batches of 2 with up to 7 foreign events between its events arrives
+    whole and in order; and the stored position moves past the trailing
+    foreign events too (within SKIPPED_SAVE_MS), so a restart delivers
+    nothing again."""
+    d = store_daemon({"events": {"batch": "2"}})
+    assert seen(d, tenant="filt") == []
+    d.stop()
+    plan = ["st.a", "other.x", "stx.y", "st.b", "st.c"] + ["other.y"] * 7 + ["st.d", "other.z", "x.st.e"]
+    for n, type_ in enumerate(plan):
+        storage.execute("INSERT INTO relay_events (id, tenant, type, payload, created_ms) VALUES "
+                        "('evt_filt%02d', 'filt', '%s', '{}', 0)" % (n, type_))
+    wanted = ["evt_filt%02d" % n for n, type_ in enumerate(plan) if type_.startswith("st.")]
+    last = int(storage.scalar("SELECT MAX(seq) FROM relay_events"))
+    d.start()
+    rows = wait_for(lambda: (lambda r: r if len(r) >= len(wanted) else None)(seen(d, tenant="filt")), timeout=5)
+    assert rows, "%d of %d events delivered" % (len(seen(d, tenant="filt")), len(wanted))
+    assert [r["event_id"] for r in rows] == wanted
+    assert [r["type"] for r in rows] == ["st.a", "st.b", "st.c", "st.d"]
+    assert wait_for(lambda: int(storage.scalar("SELECT seq FROM relay_event_cursors WHERE name = 'storetest/seen'"))
+                    == last, timeout=5), "the stored position stayed before the foreign events"
+    d.stop()
+    d.start()
+    status, _, body = call(d, "POST", "/store/tx", {"k": "after", "event": "st.after"}, tenant="filt")
+    assert status == 201
+    rows = wait_for(lambda: (lambda r: r if len(r) >= 5 else None)(seen(d, tenant="filt")), timeout=5)
+    assert rows and [r["event_id"] for r in rows] == wanted + [body["event_id"]]
+    assert all(int(r["deliveries"]) == 1 for r in rows)
