@@ -292,6 +292,20 @@ def writes(d, tenant=None):
     return {r["id"] for r in body["rows"]}
 
 
+def test_batched_jobs_drain_at_the_claim_rate_not_the_poll_rate(store_daemon):
+    """A batch's ends free its slots and wake the poller, so 80 st.batch
+    jobs (five claims of 16) finish in well under one [jobs]
+    poll_interval of 10s: a poller that only the timer woke would take
+    40s."""
+    d = store_daemon({"jobs": {"poll_interval": "10s"}})
+    time.sleep(0.2)  # past the first poll at start
+    ids = []
+    for _ in range(4):
+        ids += enqueue(d, n=20, batch=True)
+    assert len(ids) == 80
+    wait_state(d, ids, "done", timeout=5)
+
+
 def test_batched_jobs_share_a_transaction_and_fail_alone(store_daemon, engine):
     """relay_job_batch: a claim's st.batch jobs run in one transaction.
     Every plain job ends done with its write kept; a job ending failed is
