@@ -42,16 +42,27 @@ static uv_async_t kick;
 static uv_timer_t poll_timer;
 static bool started;
 
+/* Reads PATTERN: "*" matches every type, "a.b.*" every type beginning
+ * "a.b." (its length, with the dot, in *PREFIX), anything else itself. */
+typedef enum { MATCH_ALL, MATCH_PREFIX, MATCH_EXACT } match_kind;
+
+static match_kind pattern_kind(const char *pattern, size_t *prefix)
+{
+        size_t n = strlen(pattern);
+        *prefix = n >= 2 && pattern[n - 1] == '*' && pattern[n - 2] == '.' ? n - 1 : 0;
+        return strcmp(pattern, "*") == 0 ? MATCH_ALL : *prefix ? MATCH_PREFIX : MATCH_EXACT;
+}
+
 RELAY_API int relay_event_matches(const char *pattern, const char *type)
 {
         if (!pattern || !type)
                 return 0;
-        if (strcmp(pattern, "*") == 0)
-                return 1;
-        size_t n = strlen(pattern);
-        if (n >= 2 && pattern[n - 1] == '*' && pattern[n - 2] == '.')
-                return strncmp(pattern, type, n - 1) == 0;
-        return strcmp(pattern, type) == 0;
+        size_t prefix;
+        switch (pattern_kind(pattern, &prefix)) {
+        case MATCH_ALL: return 1;
+        case MATCH_PREFIX: return strncmp(pattern, type, prefix) == 0;
+        default: return strcmp(pattern, type) == 0;
+        }
 }
 
 /* The ordering lock, once per transaction (a round trip saved for every
@@ -133,21 +144,24 @@ RELAY_API int relay_event_emit(relay_db *db, const char *tenant, const char *typ
         return relay_event_emit_ex(db, tenant, type, payload, id_out, NULL);
 }
 
-/* The read of a subscription: the events past its cursor that match its
+/* A subscription's read: the events past its cursor that match its
  * pattern (the database skips the others, payloads and all), beside the
  * highest sequence number there is, from the same snapshot.  Every
  * sequence number up to that one has committed or never will (the
  * ordering lock on PostgreSQL, the one writer on SQLite), so a read that
- * was not cut short lets the cursor pass the events it skipped. */
-static char *read_sql(const char *pattern)
+ * was not cut short lets the cursor pass the events it skipped.  Sets
+ * S->sql, and S->key, the value its WHERE compares with (none for "*").
+ * substr counts characters, so a prefix is given its length in them. */
+static int read_query(subscription *s)
 {
         char filter[64] = "";
-        size_t n = strlen(pattern);
-        if (strcmp(pattern, "*") == 0)
-                ; /* every event */
-        else if (n >= 2 && pattern[n - 1] == '*' && pattern[n - 2] == '.')
-                snprintf(filter, sizeof(filter), " AND substr(type, 1, %zu) = ?", n - 1);
-        else
+        size_t prefix, chars = 0;
+        match_kind kind = pattern_kind(s->pattern, &prefix);
+        for (size_t i = 0; i < prefix; i++)
+                chars += ((unsigned char)s->pattern[i] & 0xC0) != 0x80; /* UTF-8 lead bytes */
+        if (kind == MATCH_PREFIX)
+                snprintf(filter, sizeof(filter), " AND substr(type, 1, %zu) = ?", chars);
+        else if (kind == MATCH_EXACT)
                 snprintf(filter, sizeof(filter), " AND type = ?");
         char sql[512];
         snprintf(sql, sizeof(sql),
@@ -156,17 +170,9 @@ static char *read_sql(const char *pattern)
                  " (SELECT seq, id, tenant, type, payload, created_ms FROM relay_events WHERE seq > ?%s"
                  " ORDER BY seq LIMIT ?) e ON 1 = 1 ORDER BY e.seq",
                  filter);
-        return strdup(sql);
-}
-
-/* The value read_sql's WHERE compares with: the exact type, or the
- * prefix with its dot; NULL for "*". */
-static char *read_key(const char *pattern)
-{
-        size_t n = strlen(pattern);
-        if (strcmp(pattern, "*") == 0)
-                return NULL;
-        return n >= 2 && pattern[n - 1] == '*' && pattern[n - 2] == '.' ? strndup(pattern, n - 1) : strdup(pattern);
+        s->sql = strdup(sql);
+        s->key = kind == MATCH_ALL ? NULL : kind == MATCH_PREFIX ? strndup(s->pattern, prefix) : strdup(s->pattern);
+        return s->sql && (s->key || kind == MATCH_ALL) ? RELAY_OK : RELAY_ERR;
 }
 
 RELAY_API int relay_event_subscribe(relay_plugin *p, const char *name, const char *pattern, relay_event_fn fn,
@@ -180,9 +186,7 @@ RELAY_API int relay_event_subscribe(relay_plugin *p, const char *name, const cha
         size_t n = strlen(p->name) + strlen(name) + 2;
         s->name = malloc(n);
         s->pattern = strdup(pattern);
-        s->sql = read_sql(pattern);
-        s->key = read_key(pattern);
-        if (!s->name || !s->pattern || !s->sql || (!s->key && strcmp(pattern, "*") != 0)) {
+        if (!s->name || !s->pattern || read_query(s) != RELAY_OK) {
                 free(s->name), free(s->pattern), free(s->sql), free(s->key), free(s);
                 return RELAY_ERR;
         }
@@ -258,44 +262,37 @@ static bool deliver_batch(relay_db *db, subscription *s, uint64_t now)
          * stored, and a batch costs one commit, not one per event.  It
          * begins at the first event: a read that matched none (its one row
          * carries only the top) needs no transaction. */
-        bool tx = false, begun = false;
+        bool tx = false;
         bool cut = false; /* stopped early: the rest of the rows come in the next batch */
         bool refused = false;
         while (relay_db_next(r)) {
                 top = relay_db_int(r, 0);
                 if (relay_db_is_null(r, 1))
                         continue;
-                if (!begun) {
-                        begun = true;
+                if (rows++ == 0)
                         tx = relay_db_begin(db) == RELAY_DB_OK;
-                }
-                rows++;
                 if (tx && storage_tx_full(db)) {
                         cut = true;
                         break;
                 }
-                const char *type = relay_db_text(r, 4);
-                if (relay_event_matches(s->pattern, type)) {
-                        json_t *payload = relay_db_json(r, 5);
-                        relay_event ev = {.size = sizeof(ev),
-                                          .seq = relay_db_int(r, 1),
-                                          .id = relay_db_text(r, 2),
-                                          .tenant = relay_db_text(r, 3),
-                                          .type = type,
-                                          .payload = payload,
-                                          .created_ms = relay_db_int(r, 6)};
-                        bool sp = tx && relay_db_begin(db) == RELAY_DB_OK;
-                        int ok = s->fn(s->plugin, &ev, s->data);
-                        json_decref(payload);
-                        if (sp)
-                                ok = ok == RELAY_OK && relay_db_commit(db) == RELAY_DB_OK
-                                             ? RELAY_OK
-                                             : (relay_db_rollback(db), RELAY_ERR);
-                        if (ok != RELAY_OK) {
-                                s->retry_at = now + conf_get_duration_ms(set->cfg, "events", "retry_delay");
-                                refused = true;
-                                break;
-                        }
+                json_t *payload = relay_db_json(r, 5);
+                relay_event ev = {.size = sizeof(ev),
+                                  .seq = relay_db_int(r, 1),
+                                  .id = relay_db_text(r, 2),
+                                  .tenant = relay_db_text(r, 3),
+                                  .type = relay_db_text(r, 4),
+                                  .payload = payload,
+                                  .created_ms = relay_db_int(r, 6)};
+                bool sp = tx && relay_db_begin(db) == RELAY_DB_OK;
+                int ok = s->fn(s->plugin, &ev, s->data);
+                json_decref(payload);
+                if (sp)
+                        ok = ok == RELAY_OK && relay_db_commit(db) == RELAY_DB_OK ? RELAY_OK
+                                                                                  : (relay_db_rollback(db), RELAY_ERR);
+                if (ok != RELAY_OK) {
+                        s->retry_at = now + conf_get_duration_ms(set->cfg, "events", "retry_delay");
+                        refused = true;
+                        break;
                 }
                 s->cursor = relay_db_int(r, 1);
         }
@@ -307,7 +304,7 @@ static bool deliver_batch(relay_db *db, subscription *s, uint64_t now)
         /* after handled events the position is stored with their effects;
          * moved only by skipping, at most every SKIPPED_SAVE_MS */
         int rc = RELAY_DB_OK;
-        bool save = s->cursor != s->saved && (begun || now >= s->save_at);
+        bool save = s->cursor != s->saved && (rows > 0 || now >= s->save_at);
         if (save) {
                 rc = save_cursor(db, s);
                 s->save_at = now + SKIPPED_SAVE_MS;
